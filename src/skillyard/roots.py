@@ -1,0 +1,186 @@
+"""The runtime home, the three layered roots, and who may see what.
+
+Layers in priority order: ``root`` -> ``project`` -> ``user``. ROOT owns its
+skill ids (a same-id package lower down is skipped with a warning); PROJECT
+overrides USER. A broken package never stops the others from loading: it is
+reported as a :class:`Problem`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from skillyard.card import Card
+from skillyard.errors import ConfigError, SkillyardError
+from skillyard.manifests import SkillPackage, load_package, manifest_file
+from skillyard.transports.base import Caller
+
+LAYERS: tuple[str, ...] = ("root", "project", "user")
+RootDirs = Mapping[str, Iterable[str | Path]]
+
+
+@dataclass(frozen=True)
+class Home:
+    """A runtime home: the state database, config, keys and the default roots."""
+
+    path: Path
+
+    @classmethod
+    def resolve(cls, home: str | Path | None = None) -> Home:
+        """``home``, else ``$SKILLYARD_HOME``, else ``~/.skillyard``."""
+        chosen = home or os.environ.get("SKILLYARD_HOME") or Path.home() / ".skillyard"
+        return cls(Path(chosen).expanduser().absolute())
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / "state.db"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    def layer_dir(self, layer: str) -> Path:
+        """The default directory of one root layer inside the home."""
+        return self.path / "skills" / layer
+
+    def config(self) -> dict[str, Any]:
+        """The parsed ``config.toml`` (empty when there is none)."""
+        try:
+            text = self.config_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.config_path}: not valid TOML: {exc}") from exc
+
+    def root_dirs(self, config: Mapping[str, Any] | None = None) -> dict[str, list[Path]]:
+        """Root directories per layer: ``[roots]`` in config.toml, else the home's defaults."""
+        configured = (config or {}).get("roots", {})
+        if not isinstance(configured, Mapping):
+            raise ConfigError(f"{self.config_path}: [roots] must be a table of layer = [paths]")
+        out: dict[str, list[Path]] = {}
+        for layer in LAYERS:
+            raw = configured.get(layer)
+            if raw is None:
+                out[layer] = [self.layer_dir(layer)]
+                continue
+            if isinstance(raw, str):
+                raw = [raw]
+            if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+                raise ConfigError(
+                    f"{self.config_path}: roots.{layer} must be a path or a list of paths"
+                )
+            out[layer] = [(self.path / Path(p).expanduser()).absolute() for p in raw]
+        unknown = sorted(set(configured) - set(LAYERS))
+        if unknown:
+            raise ConfigError(
+                f"{self.config_path}: roots.{unknown[0]} is not a layer; use root, project or user"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A package that did not load, or was skipped, and why."""
+
+    path: str
+    layer: str
+    kind: Literal["broken", "owned", "shadowed", "refused"]
+    message: str
+    skill_id: str | None = None
+    error: SkillyardError | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "layer": self.layer,
+            "kind": self.kind,
+            "skill_id": self.skill_id,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Discovery:
+    """The result of scanning the roots: loaded packages and problems."""
+
+    packages: dict[str, SkillPackage] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _candidates(directory: Path) -> list[Path]:
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        return []
+    return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+
+
+def discover(roots: Mapping[str, Iterable[str | Path]]) -> Discovery:
+    """Load every package under the roots, applying ownership and override rules."""
+    unknown = sorted(set(roots) - set(LAYERS))
+    if unknown:
+        raise ConfigError(f"unknown root layer {unknown[0]!r}; use root, project or user")
+    found = Discovery()
+    owner: dict[str, str] = {}
+    for layer in LAYERS:
+        for directory in roots.get(layer, ()):
+            for pkg_dir in _candidates(Path(directory)):
+                if manifest_file(pkg_dir) is None:
+                    continue
+                skill_id = pkg_dir.name
+                holder = owner.get(skill_id)
+                if holder == "root":
+                    found.problems.append(
+                        Problem(
+                            str(pkg_dir),
+                            layer,
+                            "owned",
+                            f"skipped: skill id {skill_id!r} is owned by the ROOT layer",
+                            skill_id,
+                        )
+                    )
+                    continue
+                if holder is not None:
+                    found.problems.append(
+                        Problem(
+                            str(pkg_dir),
+                            layer,
+                            "shadowed",
+                            f"skipped: {holder.upper()} already provides {skill_id!r}",
+                            skill_id,
+                        )
+                    )
+                    continue
+                try:
+                    pkg = load_package(pkg_dir, root=layer)
+                except SkillyardError as exc:
+                    found.problems.append(
+                        Problem(str(pkg_dir), layer, "broken", str(exc), skill_id, exc)
+                    )
+                    continue
+                except Exception as exc:  # a loader bug must not stop the other packages
+                    found.problems.append(
+                        Problem(
+                            str(pkg_dir), layer, "broken", f"{type(exc).__name__}: {exc}", skill_id
+                        )
+                    )
+                    continue
+                owner[skill_id] = layer
+                found.packages[skill_id] = pkg
+    return found
+
+
+def visible(card: Card, caller: Caller) -> bool:
+    """Whether ``caller`` may see and call ``card`` (authority and capabilities)."""
+    if caller.authority != "system" and (card.root == "root" or card.hidden):
+        return False
+    return not card.capabilities or set(card.capabilities) <= caller.capabilities

@@ -1,0 +1,519 @@
+"""The runtime: a registry of cards, the middleware chain, and the call pipeline.
+
+The path of one call::
+
+    resolve -> capability -> validate args -> middleware... -> execute -> validate output
+
+Middleware are objects with ``async def on_call(ctx, call_next)``; the gate,
+memo and ledger plug in there, so this module knows nothing about them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import itertools
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from skillyard.card import Card, Limits, Policy
+from skillyard.errors import (
+    ConfigError,
+    GateError,
+    InvalidArguments,
+    InvalidOutput,
+    PermissionDenied,
+    SkillNotFound,
+    SkillyardError,
+    TransportError,
+)
+from skillyard.manifests import SkillPackage, load_package
+from skillyard.roots import LAYERS, Discovery, Home, Problem, RootDirs, discover, visible
+from skillyard.schema import validator_for
+from skillyard.store import Store
+from skillyard.transports.base import (
+    DEFAULT_CALLER,
+    CallContext,
+    Caller,
+    CallResult,
+    DenyAllHost,
+    EventSink,
+    Host,
+    RawResult,
+    Transport,
+)
+
+CallNext = Callable[[CallContext], Awaitable[CallResult]]
+
+# Transport kinds and where their implementation lives (imported on first use).
+TRANSPORTS: dict[str, str] = {
+    "python": "skillyard.transports.python:PythonTransport",
+    "process": "skillyard.transports.process:ProcessTransport",
+    "lua": "skillyard.transports.lua:LuaTransport",
+    "wasm": "skillyard.transports.wasm:WasmTransport",
+    "mcp": "skillyard.transports.mcp:McpTransport",
+}
+MAX_CALL_DEPTH = 16
+
+
+class Middleware(Protocol):
+    """A step around the executor: ``return await call_next(ctx)`` passes the call on.
+
+    ::
+
+        class Timing:
+            async def on_call(self, ctx, call_next):
+                result = await call_next(ctx)
+                print(ctx.tool, result.timing["duration_us"])
+                return result
+    """
+
+    async def on_call(self, ctx: CallContext, call_next: CallNext) -> CallResult: ...
+
+
+def _link(mw: Middleware, call_next: CallNext) -> CallNext:
+    on_call = mw.on_call
+
+    async def step(ctx: CallContext) -> CallResult:
+        return await on_call(ctx, call_next)
+
+    return step
+
+
+class Runtime:
+    """The async core: holds cards, runs calls through the pipeline.
+
+    Open one with :meth:`open` (a runtime home on disk) or :meth:`memory`
+    (nothing on disk; for tests and embedding).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        home: Home | None = None,
+        config: Mapping[str, Any] | None = None,
+        middleware: Iterable[Middleware] = (),
+        transports: Mapping[str, Transport] | None = None,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.config: dict[str, Any] = dict(config or {})
+        self.packages: dict[str, SkillPackage] = {}
+        self.problems: list[Problem] = []
+        self._cards: dict[str, Card] = {}
+        self._transports: dict[str, Transport] = dict(transports or {})
+        self._middleware: list[Middleware] = list(middleware)
+        self._chain: CallNext | None = None
+        self._rebuild_chain()
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(6).hex()
+        self.host_factory: Callable[[CallContext], Host] = lambda ctx: DenyAllHost(ctx.tool)
+        self._closed = False
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        home: str | Path | None = None,
+        *,
+        roots: RootDirs | None = None,
+        middleware: Iterable[Middleware] = (),
+        transports: Mapping[str, Transport] | None = None,
+    ) -> Runtime:
+        """Open the runtime home (``$SKILLYARD_HOME`` or ``~/.skillyard``) and load its roots."""
+        h = Home.resolve(home)
+        config = h.config()
+        store = Store(h.db_path)
+        rt = cls(store=store, home=h, config=config, middleware=middleware, transports=transports)
+        rt.load_roots(roots if roots is not None else h.root_dirs(config))
+        return rt
+
+    @classmethod
+    def memory(
+        cls,
+        *,
+        roots: RootDirs | None = None,
+        middleware: Iterable[Middleware] = (),
+        transports: Mapping[str, Transport] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> Runtime:
+        """A runtime with state in memory only; load ``roots`` if given."""
+        rt = cls(
+            store=Store(":memory:"), config=config, middleware=middleware, transports=transports
+        )
+        if roots:
+            rt.load_roots(roots)
+        return rt
+
+    def load_roots(self, roots: RootDirs) -> Discovery:
+        """Discover packages under ``roots`` and register them (problems are kept, not raised)."""
+        found = discover(roots)
+        self.problems.extend(found.problems)
+        for pkg in found.packages.values():
+            self._register(pkg)
+        return found
+
+    def add_package(self, path: str | Path, *, root: str = "project") -> SkillPackage:
+        """Load one package directory and register it (raises ManifestError when broken)."""
+        if root not in (*LAYERS, "memory"):
+            raise ConfigError(f"unknown root {root!r}; use root, project, user or memory")
+        pkg = load_package(Path(path), root=root)
+        current = self.packages.get(pkg.id)
+        if current is not None and current.root == "root" and root != "root":
+            raise PermissionDenied(f"skill id {pkg.id!r} is owned by the ROOT layer")
+        self._register(pkg)
+        return pkg
+
+    def _register(self, pkg: SkillPackage) -> None:
+        old = self.packages.get(pkg.id)
+        if old is not None:
+            for card in old.cards:
+                self._cards.pop(card.name, None)
+        self.packages[pkg.id] = pkg
+        for card in pkg.cards:
+            self._cards[card.name] = card
+
+    def add_card(self, card: Card) -> Card:
+        """Register a single card (embedding hosts and the ``tool`` decorator use this)."""
+        existing = self._cards.get(card.name)
+        if existing is not None and existing.root == "root" and card.root != "root":
+            raise PermissionDenied(f"tool {card.name!r} is owned by the ROOT layer")
+        self._cards[card.name] = card
+        return card
+
+    def remove_card(self, name: str) -> None:
+        """Unregister a card by tool name (no error when absent)."""
+        self._cards.pop(name, None)
+
+    def tool(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        input_schema: Mapping[str, Any] | None = None,
+        output_schema: Mapping[str, Any] | None = None,
+        roles: tuple[str, ...] = ("tool",),
+        policy: Policy | None = None,
+        limits: Limits | None = None,
+        permissions: Mapping[str, Any] | None = None,
+        hidden: bool = False,
+        root: str = "memory",
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: register a Python function ``fn(args[, ctx])`` as the tool ``name``."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            from skillyard.transports.python import PythonTransport
+
+            transport = self.transport("python")
+            assert isinstance(transport, PythonTransport)
+            op = transport.register_function(name, fn)
+            skill_id, _, method = name.partition("-")
+            self.add_card(
+                Card(
+                    id=skill_id,
+                    name=name,
+                    method=method or name,
+                    description=description or (inspect.getdoc(fn) or "").split("\n")[0],
+                    input_schema=dict(input_schema or {"type": "object"}),
+                    output_schema=dict(output_schema) if output_schema else None,
+                    roles=roles,
+                    policy=policy or Policy(),
+                    limits=limits or Limits(),
+                    permissions=dict(permissions or {}),
+                    hidden=hidden,
+                    transport="python",
+                    operation=op,
+                    root=root,
+                )
+            )
+            return fn
+
+        return register
+
+    # -- middleware and transports -------------------------------------------------------
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        return tuple(self._middleware)
+
+    def use(self, middleware: Middleware, *, first: bool = False) -> None:
+        """Add a middleware to the chain (outermost when ``first``)."""
+        if first:
+            self._middleware.insert(0, middleware)
+        else:
+            self._middleware.append(middleware)
+        self._rebuild_chain()
+
+    def _rebuild_chain(self) -> None:
+        chain: CallNext | None = None
+        if self._middleware:
+            chain = self._execute
+            for mw in reversed(self._middleware):
+                chain = _link(mw, chain)
+        self._chain = chain
+
+    def transport(self, kind: str) -> Transport:
+        """The transport instance for ``kind`` (created on first use)."""
+        t = self._transports.get(kind)
+        if t is not None:
+            return t
+        target = TRANSPORTS.get(kind)
+        if target is None:
+            raise TransportError(
+                f"no transport for kind {kind!r}; known: {', '.join(sorted(TRANSPORTS))}"
+            )
+        module, cls_name = target.split(":")
+        try:
+            cls = getattr(importlib.import_module(module), cls_name)
+        except ImportError as exc:
+            raise TransportError(
+                f"the {kind!r} transport is not available: {exc}. Install skillyard[all] to get it."
+            ) from exc
+        t = cls(self)
+        self._transports[kind] = t
+        return t
+
+    def host_for(self, ctx: CallContext) -> Host:
+        """The host API bound to one call (deny-all unless a host API is installed)."""
+        return self.host_factory(ctx)
+
+    # -- listing -------------------------------------------------------------------------
+
+    def list(self, *, caller: Caller = DEFAULT_CALLER, include_hidden: bool = False) -> list[Card]:
+        """Cards visible to ``caller``, sorted by tool name."""
+        out = []
+        for card in self._cards.values():
+            if (card.hidden and include_hidden and caller.authority == "system") or visible(
+                card, caller
+            ):
+                out.append(card)
+        return sorted(out, key=lambda c: c.name)
+
+    def card(self, tool: str, *, caller: Caller = DEFAULT_CALLER) -> Card:
+        """Resolve a tool name to its card, as ``caller`` sees it."""
+        card = self._cards.get(tool)
+        if card is None or not visible(card, caller):
+            raise SkillNotFound(self._not_found(tool, caller), tool=tool)
+        return card
+
+    def _not_found(self, tool: str, caller: Caller) -> str:
+        import difflib
+
+        names = [c.name for c in self.list(caller=caller)]
+        close = difflib.get_close_matches(tool, names, n=3)
+        hint = (
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else "; run `skillyard list` to see the tools"
+        )
+        return f"no tool named {tool!r}{hint}"
+
+    # -- calling ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        caller: Caller = DEFAULT_CALLER,
+        sink: EventSink | None = None,
+        timeout: float | None = None,
+        parent: CallContext | None = None,
+    ) -> CallResult:
+        """Run ``tool`` with ``args`` through the whole pipeline."""
+        card = self._cards.get(tool)
+        if card is None or not visible(card, caller):
+            # Hidden methods (private callbacks) are reachable from another skill only.
+            nested_hidden = card is not None and card.hidden and parent is not None
+            if (
+                card is None
+                or not nested_hidden
+                or (card.root == "root" and caller.authority != "system")
+            ):
+                raise SkillNotFound(self._not_found(tool, caller), tool=tool)
+        call_id = f"{self._id_prefix}{next(self._ids):06x}"
+        if args is None:
+            args = {}
+        elif not isinstance(args, dict):
+            if not isinstance(args, Mapping):
+                raise InvalidArguments(
+                    f"arguments must be a JSON object, got {type(args).__name__}",
+                    tool=tool,
+                    call_id=call_id,
+                )
+            args = dict(args)
+        problem = validator_for(card.input_schema).problem(args)
+        if problem is not None:
+            ptr, msg = problem
+            raise InvalidArguments(
+                f"{tool}: argument {ptr or '(root)'} is invalid: {msg}",
+                pointer=ptr,
+                tool=tool,
+                call_id=call_id,
+            )
+        limit = (
+            card.limits.timeout_sec if timeout is None else min(timeout, card.limits.timeout_sec)
+        )
+        deadline = time.monotonic() + limit
+        if parent is not None:
+            self._check_nested(card, parent)
+            deadline = min(deadline, parent.deadline)
+        ctx = CallContext(
+            runtime=self,
+            card=card,
+            args=args,
+            caller=caller,
+            call_id=call_id,
+            deadline=deadline,
+            sink=sink,
+            parent=parent,
+        )
+        chain = self._chain
+        try:
+            if chain is None:
+                return await self._execute(ctx)
+            return await chain(ctx)
+        except SkillyardError as exc:
+            if exc.tool is None:
+                exc.tool = tool
+            if exc.call_id is None:
+                exc.call_id = call_id
+            raise
+
+    def _check_nested(self, card: Card, parent: CallContext) -> None:
+        if parent.depth + 1 >= MAX_CALL_DEPTH:
+            raise PermissionDenied(
+                f"call depth {MAX_CALL_DEPTH} reached at {card.name!r}", tool=card.name
+            )
+        node: CallContext | None = parent
+        while node is not None:
+            if node.card.name == card.name:
+                raise PermissionDenied(
+                    f"cycle refused: {card.name!r} is already running in this call chain",
+                    tool=card.name,
+                )
+            node = node.parent
+
+    async def _execute(self, ctx: CallContext) -> CallResult:
+        card = ctx.card
+        transport = self._transports.get(card.transport) or self.transport(card.transport)
+        t0 = time.perf_counter_ns()
+        raw: RawResult = await transport.call(card, ctx.args, ctx)
+        elapsed = (time.perf_counter_ns() - t0) / 1000
+        schema = card.output_schema
+        if schema is not None:
+            problem = validator_for(schema).problem(raw.output)
+            if problem is not None:
+                ptr, msg = problem
+                raise InvalidOutput(
+                    f"{card.name}: output {ptr or '(root)'} does not match the output schema: {msg}",
+                    pointer=ptr,
+                )
+        events = tuple(ctx.events) + raw.events if ctx.events else raw.events
+        return CallResult(
+            tool=card.name,
+            call_id=ctx.call_id,
+            output=raw.output,
+            content=raw.content,
+            llm_context=raw.llm_context,
+            events=events,
+            usage=raw.usage,
+            timing={"duration_us": elapsed},
+        )
+
+    async def resume(
+        self, action_id: str, *, wait_ms: int = 0, caller: Caller = DEFAULT_CALLER
+    ) -> CallResult:
+        """Finish a call the gate held for approval (see the gate middleware)."""
+        for mw in self._middleware:
+            resume = getattr(mw, "resume", None)
+            if resume is not None:
+                result: CallResult = await resume(self, action_id, wait_ms=wait_ms, caller=caller)
+                return result
+        raise GateError(f"cannot resume {action_id!r}: no gate is installed in this runtime")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """Health of every transport started so far."""
+        return {kind: await t.health() for kind, t in self._transports.items()}
+
+    async def aclose(self) -> None:
+        """Stop transports (workers, VMs, sessions) and close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        for t in list(self._transports.values()):
+            await t.aclose()
+        for mw in self._middleware:
+            close = getattr(mw, "aclose", None)
+            if close is not None:
+                await close()
+        self.store.close()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class SyncRuntime:
+    """A blocking facade over :class:`Runtime` that owns a private event loop.
+
+    Use it from synchronous code; inside ``async`` code use :class:`Runtime`.
+    """
+
+    def __init__(self, runtime: Runtime, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.runtime = runtime
+        self._loop = loop or asyncio.new_event_loop()
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, **kw: Any) -> SyncRuntime:
+        """Like :meth:`Runtime.open`."""
+        return cls(Runtime.open(home, **kw))
+
+    @classmethod
+    def memory(cls, **kw: Any) -> SyncRuntime:
+        """Like :meth:`Runtime.memory`."""
+        return cls(Runtime.memory(**kw))
+
+    def run(self, coro: Awaitable[Any]) -> Any:
+        """Run a coroutine on this runtime's loop and return its result."""
+        return self._loop.run_until_complete(coro)
+
+    def call(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> CallResult:
+        """Like :meth:`Runtime.call`, blocking."""
+        return self._loop.run_until_complete(self.runtime.call(tool, args, **kw))
+
+    def resume(self, action_id: str, **kw: Any) -> CallResult:
+        """Like :meth:`Runtime.resume`, blocking."""
+        return self._loop.run_until_complete(self.runtime.resume(action_id, **kw))
+
+    def list(self, **kw: Any) -> list[Card]:
+        return self.runtime.list(**kw)
+
+    def card(self, tool: str, **kw: Any) -> Card:
+        return self.runtime.card(tool, **kw)
+
+    def tool(self, name: str, **kw: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        return self.runtime.tool(name, **kw)
+
+    def close(self) -> None:
+        """Close the runtime and the loop."""
+        if self._loop.is_closed():
+            return
+        self._loop.run_until_complete(self.runtime.aclose())
+        self._loop.close()
+
+    def __enter__(self) -> SyncRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
