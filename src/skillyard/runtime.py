@@ -59,6 +59,11 @@ TRANSPORTS: dict[str, str] = {
 }
 MAX_CALL_DEPTH = 16
 
+# Extensions installed into every runtime by open() and memory(), in this order; each is
+# "module:function" with ``function(runtime) -> None`` reading its own section of
+# ``runtime.config``. The first one installed is the outermost middleware.
+EXTENSIONS: list[str] = []
+
 
 class Middleware(Protocol):
     """A step around the executor: ``return await call_next(ctx)`` passes the call on.
@@ -125,13 +130,19 @@ class Runtime:
         roots: RootDirs | None = None,
         middleware: Iterable[Middleware] = (),
         transports: Mapping[str, Transport] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> Runtime:
-        """Open the runtime home (``$SKILLYARD_HOME`` or ``~/.skillyard``) and load its roots."""
+        """Open the runtime home (``$SKILLYARD_HOME`` or ``~/.skillyard``) and load its roots.
+
+        ``config`` sections replace the same sections of the home's ``config.toml``.
+        """
         h = Home.resolve(home)
-        config = h.config()
+        merged = h.config()
+        merged.update(config or {})
         store = Store(h.db_path)
-        rt = cls(store=store, home=h, config=config, middleware=middleware, transports=transports)
-        rt.load_roots(roots if roots is not None else h.root_dirs(config))
+        rt = cls(store=store, home=h, config=merged, middleware=middleware, transports=transports)
+        rt._install_extensions()
+        rt.load_roots(roots if roots is not None else h.root_dirs(merged))
         return rt
 
     @classmethod
@@ -147,9 +158,15 @@ class Runtime:
         rt = cls(
             store=Store(":memory:"), config=config, middleware=middleware, transports=transports
         )
+        rt._install_extensions()
         if roots:
             rt.load_roots(roots)
         return rt
+
+    def _install_extensions(self) -> None:
+        for target in EXTENSIONS:
+            module, func = target.split(":")
+            getattr(importlib.import_module(module), func)(self)
 
     def load_roots(self, roots: RootDirs) -> Discovery:
         """Discover packages under ``roots`` and register them (problems are kept, not raised)."""
