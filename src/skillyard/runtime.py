@@ -305,10 +305,11 @@ class Runtime:
     def list(self, *, caller: Caller = DEFAULT_CALLER, include_hidden: bool = False) -> list[Card]:
         """Cards visible to ``caller``, sorted by tool name."""
         out = []
+        show_hidden = include_hidden and caller.authority == "system"
         for card in self._cards.values():
-            if (card.hidden and include_hidden and caller.authority == "system") or visible(
-                card, caller
-            ):
+            if card.hidden and not show_hidden:
+                continue
+            if visible(card, caller):
                 out.append(card)
         return sorted(out, key=lambda c: c.name)
 
