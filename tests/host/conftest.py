@@ -55,21 +55,21 @@ class Probe:
         self.rt = rt
         self.tool = tool
 
-    def __call__(self, method: str, **params: Any) -> dict[str, Any]:
+    def __call__(self, method: str, /, **params: Any) -> dict[str, Any]:
         out: dict[str, Any] = self.rt.call(self.tool, {"method": method, "params": params}).output
         return out
 
-    def value(self, method: str, **params: Any) -> Any:
+    def value(self, method: str, /, **params: Any) -> Any:
         out = self(method, **params)
         assert out["ok"], out
         return out["value"]
 
-    def denied(self, method: str, **params: Any) -> str:
+    def denied(self, method: str, /, **params: Any) -> str:
         out = self(method, **params)
         assert not out["ok"] and out["code"] == "permission_denied", out
         return str(out["message"])
 
-    def error(self, method: str, **params: Any) -> dict[str, Any]:
+    def error(self, method: str, /, **params: Any) -> dict[str, Any]:
         out = self(method, **params)
         assert not out["ok"], out
         return out
