@@ -125,6 +125,8 @@ class Effective:
             "workspace": workspace,
             "temp": temp_dir,
         }
+        self._by_kind: dict[str, list[Any]] = {}
+        self._names_memo: dict[tuple[str, str], str | None] = {}
         self._fs: list[list[FsRule] | None] = [
             self._compile_fs(layer.perms.get("fs"), i == 0) for i, layer in enumerate(self.layers)
         ]
@@ -136,8 +138,11 @@ class Effective:
 
     def _kind(self, kind: str) -> list[Any]:
         """The value of ``kind`` in every constraining layer (declared always constrains)."""
-        out = [self.declared.get(kind)]
-        out.extend(layer.perms[kind] for layer in self.layers[1:] if kind in layer.perms)
+        out = self._by_kind.get(kind)
+        if out is None:
+            out = [self.declared.get(kind)]
+            out.extend(layer.perms[kind] for layer in self.layers[1:] if kind in layer.perms)
+            self._by_kind[kind] = out
         return out
 
     def base_path(self, base: str, rel: str) -> str:
@@ -285,12 +290,19 @@ class Effective:
     # -- names -----------------------------------------------------------------------
 
     def _names(self, kind: str, name: str, method: str, what: str) -> None:
-        for value in self._kind(kind):
-            if not value or not any(fnmatch.fnmatchcase(name, p) for p in value):
-                raise self._deny(
-                    f"{method}: {what} {name!r} is not granted to {self.skill!r}",
-                    f"add it to [permissions].{kind}",
-                )
+        key = (kind, name)
+        if key in self._names_memo:
+            refusal = self._names_memo[key]
+        else:
+            refusal = None
+            for value in self._kind(kind):
+                if not value or not any(fnmatch.fnmatchcase(name, p) for p in value):
+                    refusal = f"{what} {name!r} is not granted to {self.skill!r}"
+                    break
+            if len(self._names_memo) < 4096:
+                self._names_memo[key] = refusal
+        if refusal is not None:
+            raise self._deny(f"{method}: {refusal}", f"add it to [permissions].{kind}")
 
     def env(self, name: str) -> None:
         self._names("env", name, "env.get", "environment variable")

@@ -204,7 +204,11 @@ class HostServices:
             raise HostError(f"{label}: [host] must be a table", code="config_invalid")
         workspace = host_cfg.get("workspace")
         if workspace is not None:
-            self.workspace = os.path.realpath(os.path.expanduser(str(workspace)))
+            # A relative workspace is relative to the runtime home (like [roots]).
+            anchor = str(runtime.home.path) if runtime.home is not None else os.getcwd()
+            self.workspace = os.path.realpath(
+                os.path.join(anchor, os.path.expanduser(str(workspace)))
+            )
         elif runtime.home is not None:
             self.workspace = str(runtime.home.path / "workspace")
         else:
@@ -221,7 +225,8 @@ class HostServices:
         self.tools = tools.ToolRegistry()
         self.methods = build_methods(self)
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._effective: weakref.WeakKeyDictionary[Card, Effective] = weakref.WeakKeyDictionary()
+        # id(card) -> (weak ref to the card, its permissions); identity, not dataclass equality.
+        self._effective: dict[int, tuple[weakref.ref[Card], Effective]] = {}
         self._lock = threading.Lock()
         self._temp_root: str | None = None
 
@@ -241,9 +246,9 @@ class HostServices:
 
     def effective(self, card: Card) -> Effective:
         """The effective permissions of ``card`` (declared, narrowed by grants), cached."""
-        hit = self._effective.get(card)
-        if hit is not None:
-            return hit
+        hit = self._effective.get(id(card))
+        if hit is not None and hit[0]() is card:
+            return hit[1]
         declared = self.declared(card)
         uses_temp = any(e.get("base") == "temp" for e in declared.get("fs", ()))
         eff = effective_for(
@@ -256,7 +261,8 @@ class HostServices:
             if uses_temp
             else os.path.join(tempfile.gettempdir(), "skillyard-unused"),
         )
-        self._effective[card] = eff
+        key = id(card)
+        self._effective[key] = (weakref.ref(card, lambda _: self._effective.pop(key, None)), eff)
         return eff
 
     def admit(self, pkg: SkillPackage) -> None:

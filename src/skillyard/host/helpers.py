@@ -199,18 +199,43 @@ class ToolsApi(_Ns):
 class Helpers:
     """Namespaces over one call function (async ``dispatch`` or blocking ``call_sync``)."""
 
-    __slots__ = ("_call", "cache", "config", "fs", "http", "kv", "models", "shell", "tools")
+    __slots__ = ("_call",)
 
     def __init__(self, call: Call) -> None:
         self._call = call
-        self.fs = FsApi(call)
-        self.http = HttpApi(call)
-        self.shell = ShellApi(call)
-        self.kv = StoreApi(call, "kv")
-        self.cache = StoreApi(call, "cache")
-        self.config = ConfigApi(call)
-        self.models = ModelsApi(call)
-        self.tools = ToolsApi(call)
+
+    # Built on access: binding a host to a call stays cheap when a skill uses none of them.
+    @property
+    def fs(self) -> FsApi:
+        return FsApi(self._call)
+
+    @property
+    def http(self) -> HttpApi:
+        return HttpApi(self._call)
+
+    @property
+    def shell(self) -> ShellApi:
+        return ShellApi(self._call)
+
+    @property
+    def kv(self) -> StoreApi:
+        return StoreApi(self._call, "kv")
+
+    @property
+    def cache(self) -> StoreApi:
+        return StoreApi(self._call, "cache")
+
+    @property
+    def config(self) -> ConfigApi:
+        return ConfigApi(self._call)
+
+    @property
+    def models(self) -> ModelsApi:
+        return ModelsApi(self._call)
+
+    @property
+    def tools(self) -> ToolsApi:
+        return ToolsApi(self._call)
 
     def env(self, name: str) -> Any:
         """``env.get``: a granted environment variable (or None)."""
