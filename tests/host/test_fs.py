@@ -166,8 +166,8 @@ def test_symlink_swapped_in_after_the_check_is_refused(
     (workspace / "out" / "dir" / "f.txt").write_text("inside")
     real_resolve = access.Effective.fs_resolve
 
-    def resolve_then_swap(self, path, *, write, method):  # type: ignore[no-untyped-def]
-        real = real_resolve(self, path, write=write, method=method)
+    def resolve_then_swap(self, path, **kw):  # type: ignore[no-untyped-def]
+        real = real_resolve(self, path, **kw)
         if path == "out/dir/f.txt":
             os.rename(workspace / "out" / "dir", workspace / "out" / "gone")
             os.symlink(workspace.parent, workspace / "out" / "dir")
@@ -235,3 +235,21 @@ def test_glob_entry_grants_matching_files_only(make_probe, workspace: Path) -> N
     p = make_probe({"fs": [{"path": "logs/*.log", "mode": "ro"}]})
     assert p.value("fs.read_text", path="logs/a.log") == "A"
     p.denied("fs.read_text", path="logs/a.txt")
+
+
+def test_links_themselves_can_be_inspected_and_removed_not_their_targets(
+    probe: Probe, workspace: Path
+) -> None:
+    os.symlink(workspace / "secret.txt", workspace / "out" / "link")
+    assert probe.value("fs.stat", path="out/link")["type"] == "symlink"
+    assert probe.value("fs.exists", path="out/link") is True
+    probe.value("fs.rename", src="out/link", dst="out/link2")
+    probe.denied("fs.read_text", path="out/link2")
+    probe.denied("fs.copy", src="out/link2", dst="out/copy.txt")
+    probe.value("fs.remove", path="out/link2")
+    assert not os.path.lexists(workspace / "out" / "link2")
+    assert (workspace / "secret.txt").read_text() == "top secret"
+    # A link cannot be moved out of the granted area either.
+    os.symlink(workspace / "secret.txt", workspace / "out" / "link3")
+    probe.denied("fs.rename", src="out/link3", dst="../moved")
+    probe.denied("fs.remove", path="../secret.txt")

@@ -169,13 +169,21 @@ class Effective:
 
     # -- fs --------------------------------------------------------------------------
 
-    def fs_resolve(self, path: Any, *, write: bool, method: str) -> str:
-        """The real path for ``path`` if every layer allows it (``rw`` when ``write``)."""
+    def fs_resolve(self, path: Any, *, write: bool, method: str, follow: bool = True) -> str:
+        """The real path for ``path`` if every layer allows it (``rw`` when ``write``).
+
+        With ``follow=False`` a final symlink is not resolved: the path names the link
+        itself (stat, exists, remove and rename act on the entry, never on its target).
+        """
         if not isinstance(path, str) or not path:
             raise PermissionDenied(f"{method}: path must be a non-empty string")
         if "\0" in path:
             raise self._deny(f"{method}: path contains a NUL byte", "pass a plain path")
-        real = self.base_path("skill", path)
+        head, tail = os.path.split(path.rstrip("/") or path)
+        if follow or tail in ("", ".", ".."):
+            real = self.base_path("skill", path)
+        else:
+            real = os.path.join(self.base_path("skill", head or "."), tail)
         for rules in self._fs:
             if rules is None:
                 continue

@@ -55,17 +55,18 @@ class Method:
     mode: Mode = "inline"
 
 
-def _fs_guard(method: str, key: str = "path", *, write: bool = False) -> Guard:
+def _fs_guard(method: str, *, write: bool = False, follow: bool = True) -> Guard:
     def guard(host: Host, params: dict[str, Any]) -> str:
-        return host.perms.fs_resolve(params.get(key), write=write, method=method)
+        return host.perms.fs_resolve(params.get("path"), write=write, method=method, follow=follow)
 
     return guard
 
 
-def _fs_pair(method: str, *, src_write: bool) -> Guard:
+def _fs_pair(method: str, *, src_write: bool, follow: bool) -> Guard:
     def guard(host: Host, params: dict[str, Any]) -> tuple[str, str]:
-        src = host.perms.fs_resolve(params.get("src"), write=src_write, method=method)
-        return src, host.perms.fs_resolve(params.get("dst"), write=True, method=method)
+        perms = host.perms
+        src = perms.fs_resolve(params.get("src"), write=src_write, method=method, follow=follow)
+        return src, perms.fs_resolve(params.get("dst"), write=True, method=method, follow=follow)
 
     return guard
 
@@ -143,12 +144,18 @@ def build_methods(services: HostServices) -> dict[str, Method]:
             ("path", "data_b64", "append"), _fs_guard("fs.write_bytes", write=True), fs.write_bytes
         ),
         "fs.list": Method(("path",), _fs_guard("fs.list"), fs.list_dir),
-        "fs.stat": Method(("path",), _fs_guard("fs.stat"), fs.stat_path),
-        "fs.exists": Method(("path",), _fs_guard("fs.exists"), fs.exists),
+        "fs.stat": Method(("path",), _fs_guard("fs.stat", follow=False), fs.stat_path),
+        "fs.exists": Method(("path",), _fs_guard("fs.exists", follow=False), fs.exists),
         "fs.mkdir": Method(("path", "parents"), _fs_guard("fs.mkdir", write=True), fs.mkdir),
-        "fs.remove": Method(("path", "recursive"), _fs_guard("fs.remove", write=True), fs.remove),
-        "fs.rename": Method(("src", "dst"), _fs_pair("fs.rename", src_write=True), fs.rename),
-        "fs.copy": Method(("src", "dst"), _fs_pair("fs.copy", src_write=False), fs.copy, "thread"),
+        "fs.remove": Method(
+            ("path", "recursive"), _fs_guard("fs.remove", write=True, follow=False), fs.remove
+        ),
+        "fs.rename": Method(
+            ("src", "dst"), _fs_pair("fs.rename", src_write=True, follow=False), fs.rename
+        ),
+        "fs.copy": Method(
+            ("src", "dst"), _fs_pair("fs.copy", src_write=False, follow=True), fs.copy, "thread"
+        ),
         "fs.glob": Method(("pattern", "root"), _glob_guard, fs.glob, "thread"),
         "fs.grep": Method(
             ("pattern", "path", "glob", "max_matches"), _fs_guard("fs.grep"), fs.grep, "thread"

@@ -99,6 +99,11 @@ def _split(url: Any) -> tuple[str, str, int]:
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise invalid("http.request", f"{url!r} has no host")
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise invalid("http.request", f"{host!r} is not a valid host name") from None
     return parts.scheme, host, port or (443 if parts.scheme == "https" else 80)
 
 
