@@ -114,3 +114,16 @@ def test_environment_is_scrubbed(make_probe, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_no_shell_permission(make_probe) -> None:
     assert "not allowed" in make_probe({}).denied("shell.exec", argv=["echo"])
+
+
+def test_links_to_the_same_binary_are_different_programs(make_probe, tmp_path: Path) -> None:
+    """Multi-call binaries (busybox): allowing one name must not allow its siblings."""
+    echo = next(p for p in ("/usr/bin/echo", "/bin/echo") if os.path.exists(p))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    os.symlink(echo, bindir / "allowed")
+    os.symlink(echo, bindir / "sibling")
+    p = make_probe({"shell": {"programs": [str(bindir / "allowed")], "cwd": ["."]}})
+    assert p.value("shell.exec", argv=[str(bindir / "allowed"), "ok"])["stdout"] == "ok\n"
+    p.denied("shell.exec", argv=[str(bindir / "sibling"), "no"])
+    p.denied("shell.exec", argv=[str(bindir / "x" / ".." / "allowed")])

@@ -355,13 +355,13 @@ def _host_match(pattern: str, host: str) -> bool:
 
 
 def _which(prog: str) -> str | None:
+    # Paths are compared as found, not resolved: on multi-call systems (busybox) many
+    # programs are links to one binary, and allowing one must not allow them all.
     if "/" in prog:
-        if not os.path.isabs(prog):
+        if not os.path.isabs(prog) or os.path.normpath(prog) != prog:
             return None
-        real = os.path.realpath(prog)
-        return real if os.path.isfile(real) and os.access(real, os.X_OK) else None
-    found = shutil.which(prog, path=SAFE_PATH)
-    return os.path.realpath(found) if found else None
+        return prog if os.path.isfile(prog) and os.access(prog, os.X_OK) else None
+    return shutil.which(prog, path=SAFE_PATH)
 
 
 def effective_for(
