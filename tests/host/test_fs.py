@@ -253,3 +253,8 @@ def test_links_themselves_can_be_inspected_and_removed_not_their_targets(
     os.symlink(workspace / "secret.txt", workspace / "out" / "link3")
     probe.denied("fs.rename", src="out/link3", dst="../moved")
     probe.denied("fs.remove", path="../secret.txt")
+
+
+def test_a_file_used_as_a_directory_is_not_a_race(probe: Probe) -> None:
+    assert probe.error("fs.read_text", path="data/a.txt/x")["code"] == "not_a_directory"
+    assert probe.value("fs.exists", path="data/a.txt/x") is False

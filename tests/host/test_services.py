@@ -129,7 +129,10 @@ def test_models_route_to_callbacks_with_attribution(make_probe) -> None:
     async def llm(req: dict[str, Any]) -> dict[str, Any]:
         return {"text": req["system"] + "|" + req["user"], "model": "m1"}
 
-    services_of(p.rt.runtime).models.register(embed=embed, llm=llm)
+    registry = services_of(p.rt.runtime).models
+    assert p.rt.runtime.models is registry  # the embedding application's handle
+    registry.register(embed=embed, llm=llm)
+    assert p.value("models.status") == {"embed": True, "llm": True}
     assert p.value("models.embed", text="hello") == {"vector": [1.0, 2.0], "model": None}
     caller = seen[0]["caller"]
     assert caller["skill_id"] == "probe" and caller["tool"] == "probe-run"

@@ -71,6 +71,11 @@ def _parent(
             walked += "/" + part
             try:
                 nfd = os.open(part, _DIR, dir_fd=fd)
+            except NotADirectoryError:
+                # A symlink here means the path changed after it was resolved and checked.
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise _raced(method, shown) from None
+                raise
             except FileNotFoundError:
                 if create is None or not create(walked):
                     raise
@@ -80,7 +85,7 @@ def _parent(
             fd = nfd
         yield fd, parts[-1]
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        if exc.errno == errno.ELOOP:
             raise _raced(method, shown) from exc
         raise _os_error(method, shown, exc) from exc
     finally:
