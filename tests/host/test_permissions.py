@@ -237,3 +237,42 @@ def test_runtime_open_reads_grants_from_config_toml(tmp_path: Path) -> None:
         assert "permissions.env[1] 'HOME'" in rt.problems[0].message
     finally:
         SyncRuntime(rt).close()
+
+
+def test_grants_narrow_http_limits_and_invokers(make_probe) -> None:
+    from skillyard.host import services_of
+
+    p = make_probe(
+        {
+            "http": {
+                "hosts": ["api.example.com"],
+                "max_response_bytes": 5000,
+                "allow_private": True,
+            },
+            "can_be_invoked_by": ["*"],
+        },
+        config={
+            "grants": {
+                "probe": {
+                    "http": {"hosts": ["*.example.com"], "max_response_bytes": 100},
+                    "can_be_invoked_by": ["planner"],
+                }
+            }
+        },
+    )
+    eff = services_of(p.rt.runtime).effective(p.rt.card("probe-run"))
+    limits = eff.http_check("api.example.com", 443, "GET")
+    assert limits.max_response_bytes == 100 and limits.allow_private is False
+    eff.invokable_by("planner", "probe-run")
+    with pytest.raises(PermissionDenied, match="grants"):
+        eff.invokable_by("intruder", "probe-run")
+
+
+def test_temp_base_is_a_private_directory(make_probe) -> None:
+    p = make_probe({"fs": [{"path": "scratch", "mode": "rw", "base": "temp"}]})
+    info = p.value("runtime.info")
+    p.value("fs.mkdir", path=f"{info['temp_dir']}/scratch")
+    p.value("fs.write_text", path=f"{info['temp_dir']}/scratch/x.txt", text="t")
+    assert Path(info["temp_dir"], "scratch", "x.txt").read_text() == "t"
+    assert oct(Path(info["temp_dir"]).stat().st_mode & 0o777) == "0o700"
+    p.denied("fs.write_text", path=f"{info['temp_dir']}/x.txt", text="t")
