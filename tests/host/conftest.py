@@ -67,6 +67,7 @@ class Probe:
     def denied(self, method: str, /, **params: Any) -> str:
         out = self(method, **params)
         assert not out["ok"] and out["code"] == "permission_denied", out
+        assert f"{method} denied: " in out["message"], out  # what was refused, then why
         return str(out["message"])
 
     def error(self, method: str, /, **params: Any) -> dict[str, Any]:

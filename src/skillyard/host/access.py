@@ -176,9 +176,9 @@ class Effective:
         itself (stat, exists, remove and rename act on the entry, never on its target).
         """
         if not isinstance(path, str) or not path:
-            raise PermissionDenied(f"{method}: path must be a non-empty string")
+            raise PermissionDenied(f"{method} denied: path must be a non-empty string")
         if "\0" in path:
-            raise self._deny(f"{method}: path contains a NUL byte", "pass a plain path")
+            raise self._deny(f"{method} denied: path contains a NUL byte", "pass a plain path")
         head, tail = os.path.split(path.rstrip("/") or path)
         if follow or tail in ("", ".", ".."):
             real = self.base_path("skill", path)
@@ -191,7 +191,7 @@ class Effective:
                 declared = ", ".join(r.shown for r in self._fs[0] or []) or "none"
                 need = "write (rw)" if write else "read"
                 raise self._deny(
-                    f"{method}: {path!r} (resolves to {real}) is outside every directory "
+                    f"{method} denied: {path!r} (resolves to {real}) is outside every directory "
                     f"this skill may {need}; granted: {declared}",
                     "declare the directory under [permissions].fs in skill.toml",
                 )
@@ -206,7 +206,9 @@ class Effective:
     def http_check(self, host: str, port: int, method: str) -> HttpLimits:
         """Whether ``method`` to ``host:port`` is allowed; the narrowest limits if so."""
         if method not in HTTP_METHODS:
-            raise PermissionDenied(f"http.request: method {method!r} is not one of {HTTP_METHODS}")
+            raise PermissionDenied(
+                f"http.request denied: method {method!r} is not one of {HTTP_METHODS}"
+            )
         host = host.lower().rstrip(".")
         try:
             host = str(ipaddress.ip_address(host.strip("[]")))
@@ -216,7 +218,7 @@ class Effective:
         for value in self._kind("http"):
             if value is None:
                 raise self._deny(
-                    f"http.request: {self.skill!r} declares no http permission",
+                    f"http.request denied: {self.skill!r} declares no http permission",
                     "add [permissions].http with the hosts it needs",
                 )
             match = any(
@@ -227,7 +229,7 @@ class Effective:
             )
             if not match:
                 raise self._deny(
-                    f"http.request: {method} {host}:{port} is not on the allow-list",
+                    f"http.request denied: {method} {host}:{port} is not on the allow-list",
                     "add the host (and method) to [permissions].http.hosts",
                 )
             limits = HttpLimits(
@@ -243,7 +245,7 @@ class Effective:
     def shell_program(self, argv0: str) -> str:
         """The absolute executable for ``argv0`` if it is on every layer's allow-list."""
         if not argv0 or "\0" in argv0:
-            raise PermissionDenied("shell.exec: argv[0] is empty or contains NUL")
+            raise PermissionDenied("shell.exec denied: argv[0] is empty or contains NUL")
         exe = _which(argv0)
         for value in self._kind("shell"):
             programs = [] if value is None else value["programs"]
@@ -255,12 +257,14 @@ class Effective:
             if not allowed:
                 shown = ", ".join(programs) or "none"
                 raise self._deny(
-                    f"shell.exec: program {argv0!r} is not allowed (allowed: {shown}); "
+                    f"shell.exec denied: program {argv0!r} is not allowed (allowed: {shown}); "
                     "argv[0] must be one allowed program, never a command line",
                     "add the program to [permissions].shell.programs",
                 )
         if exe is None:
-            raise PermissionDenied(f"shell.exec: program {argv0!r} was not found on {SAFE_PATH}")
+            raise PermissionDenied(
+                f"shell.exec denied: program {argv0!r} was not found on {SAFE_PATH}"
+            )
         return exe
 
     def shell_cwd(self, cwd: Any) -> str:
@@ -268,23 +272,25 @@ class Effective:
         values = self._kind("shell")
         if values[0] is None:
             raise self._deny(
-                f"shell.exec: {self.skill!r} declares no shell permission",
+                f"shell.exec denied: {self.skill!r} declares no shell permission",
                 "add [permissions].shell with the programs it needs",
             )
         first = self.base_path("skill", values[0]["cwd"][0]) if values[0]["cwd"] else None
         if cwd is None:
             if first is None:
-                raise self._deny("shell.exec: no working directory is allowed", "set shell.cwd")
+                raise self._deny(
+                    "shell.exec denied: no working directory is allowed", "set shell.cwd"
+                )
             real = first
         elif not isinstance(cwd, str) or not cwd or "\0" in cwd:
-            raise PermissionDenied("shell.exec: cwd must be a non-empty path string")
+            raise PermissionDenied("shell.exec denied: cwd must be a non-empty path string")
         else:
             real = self.base_path("skill", cwd)
         for value in values:
             roots = [self.base_path("skill", c) for c in value["cwd"]]
             if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
                 raise self._deny(
-                    f"shell.exec: working directory {cwd!r} is not allowed",
+                    f"shell.exec denied: working directory {cwd!r} is not allowed",
                     "add it to [permissions].shell.cwd",
                 )
         return real
@@ -310,7 +316,7 @@ class Effective:
             if len(self._names_memo) < 4096:
                 self._names_memo[key] = refusal
         if refusal is not None:
-            raise self._deny(f"{method}: {refusal}", f"add it to [permissions].{kind}")
+            raise self._deny(f"{method} denied: {refusal}", f"add it to [permissions].{kind}")
 
     def env(self, name: str) -> None:
         self._names("env", name, "env.get", "environment variable")
@@ -330,7 +336,7 @@ class Effective:
                 fnmatch.fnmatchcase(tool, p) or fnmatch.fnmatchcase(target_skill, p) for p in value
             ):
                 raise self._deny(
-                    f"invoke: {self.skill!r} may not call {tool!r}",
+                    f"invoke denied: {self.skill!r} may not call {tool!r}",
                     "add the tool (or its skill id) to [permissions].invoke",
                 )
 
@@ -343,7 +349,7 @@ class Effective:
             if not any(fnmatch.fnmatchcase(caller_skill, p) for p in value):
                 where = "its [permissions].can_be_invoked_by" if i == 0 else layer.source
                 raise PermissionDenied(
-                    f"invoke: {tool!r} may not be called by {caller_skill!r} ({where})",
+                    f"invoke denied: {tool!r} may not be called by {caller_skill!r} ({where})",
                     details={"skill": caller_skill, "target": tool},
                 )
 

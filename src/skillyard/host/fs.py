@@ -47,7 +47,7 @@ def _os_error(method: str, path: str, exc: OSError) -> HostError:
 
 def _raced(method: str, path: str) -> PermissionDenied:
     return PermissionDenied(
-        f"{method}: {path!r} changed while it was being checked (a symlink appeared on the path); "
+        f"{method} denied: {path!r} changed while it was being checked (a symlink appeared on the path); "
         "refused"
     )
 
@@ -63,7 +63,7 @@ def _parent(
     """Yield (fd of the parent directory, last name) reached without following symlinks."""
     parts = [p for p in real.split("/") if p]
     if not parts:
-        raise PermissionDenied(f"{method}: refusing to operate on '/'")
+        raise PermissionDenied(f"{method} denied: refusing to operate on '/'")
     fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         walked = ""
@@ -100,7 +100,7 @@ def _open_file(real: str, method: str, shown: str, flags: int, mode: int = 0o644
             pre = None
         if pre is not None and not (stat.S_ISREG(pre.st_mode) or stat.S_ISLNK(pre.st_mode)):
             kind = "a directory" if stat.S_ISDIR(pre.st_mode) else "a device, FIFO or socket"
-            raise PermissionDenied(f"{method}: {shown!r} is {kind}, not a regular file")
+            raise PermissionDenied(f"{method} denied: {shown!r} is {kind}, not a regular file")
         try:
             fd = os.open(
                 name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode, dir_fd=dfd
@@ -108,14 +108,14 @@ def _open_file(real: str, method: str, shown: str, flags: int, mode: int = 0o644
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise PermissionDenied(
-                    f"{method}: {shown!r} is a symbolic link; links are not followed here"
+                    f"{method} denied: {shown!r} is a symbolic link; links are not followed here"
                 ) from exc
             raise _os_error(method, shown, exc) from exc
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
-        raise PermissionDenied(f"{method}: {shown!r} is {kind}, not a regular file")
+        raise PermissionDenied(f"{method} denied: {shown!r} is {kind}, not a regular file")
     os.set_blocking(fd, True)
     return fd
 
@@ -265,7 +265,9 @@ def mkdir(host: Host, params: dict[str, Any], real: str) -> None:
 def remove(host: Host, params: dict[str, Any], real: str) -> None:
     recursive = arg(params, "recursive", bool, "fs.remove", default=False)
     if real in host.perms.fs_roots():
-        raise PermissionDenied(f"fs.remove: {params['path']!r} is a granted directory itself")
+        raise PermissionDenied(
+            f"fs.remove denied: {params['path']!r} is a granted directory itself"
+        )
     with _parent(real, "fs.remove", params["path"]) as (dfd, name):
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):

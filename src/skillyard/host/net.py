@@ -81,7 +81,9 @@ def check_address(ip: IPAddress, limits: HttpLimits, host: str) -> None:
         "loopback": "set allow_loopback = true in [permissions].http to allow it",
         "private": "set allow_private = true in [permissions].http to allow it",
     }[kind]
-    raise PermissionDenied(f"http.request: {host!r} resolves to {ip}, a {kind} address; {hint}")
+    raise PermissionDenied(
+        f"http.request denied: {host!r} resolves to {ip}, a {kind} address; {hint}"
+    )
 
 
 def _split(url: Any) -> tuple[str, str, int]:
@@ -93,7 +95,9 @@ def _split(url: Any) -> tuple[str, str, int]:
     except ValueError as exc:
         raise invalid("http.request", f"{url!r} is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https"):
-        raise PermissionDenied(f"http.request: scheme {parts.scheme!r} is not allowed; use http(s)")
+        raise PermissionDenied(
+            f"http.request denied: scheme {parts.scheme!r} is not allowed; use http(s)"
+        )
     if parts.username or parts.password:
         raise invalid("http.request", "credentials in the URL are not allowed; send a header")
     host = (parts.hostname or "").rstrip(".")
