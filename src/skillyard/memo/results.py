@@ -1,0 +1,48 @@
+"""Turning a :class:`CallResult` into stored JSON and back, shared by the cache and cassettes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from skillyard.transports.base import CallContext, CallResult
+
+
+def result_fields(result: CallResult) -> dict[str, Any]:
+    """The parts of a result worth keeping (identity and timing belong to each call)."""
+    return {
+        "output": result.output,
+        "content": result.content,
+        "llm_context": result.llm_context,
+        "events": list(result.events),
+        "usage": result.usage,
+        "duration_us": result.timing.get("duration_us"),
+    }
+
+
+def served(
+    ctx: CallContext,
+    fields: dict[str, Any],
+    source: Literal["cache", "cassette"],
+    started_ns: int,
+) -> CallResult:
+    """A result for ``ctx`` rebuilt from stored fields; recorded events go to the sink again."""
+    events = tuple(fields.get("events") or ())
+    if ctx.sink is not None:
+        for event in events:
+            ctx.sink(event)
+    timing: dict[str, float] = {"duration_us": (time.perf_counter_ns() - started_ns) / 1000}
+    original = fields.get("duration_us")
+    if isinstance(original, int | float):
+        timing["original_duration_us"] = float(original)
+    return CallResult(
+        tool=ctx.card.name,
+        call_id=ctx.call_id,
+        output=fields.get("output"),
+        content=fields.get("content"),
+        llm_context=fields.get("llm_context"),
+        events=events,
+        usage=dict(fields.get("usage") or {}),
+        timing=timing,
+        source=source,
+    )
