@@ -45,6 +45,7 @@ _LOCAL_MAX_AGE_SEC = 10.0  # bounds staleness if a writer died between commit an
 _FLUSH_EVERY = 256
 _FLUSH_AFTER_SEC = 1.0
 _STAT_FIELDS = ("hits", "misses", "stores", "evictions", "expired", "rejected")
+_HITS, _MISSES, _STORES, _EVICTIONS, _EXPIRED, _REJECTED = range(len(_STAT_FIELDS))
 
 MIGRATIONS: list[str | list[str]] = [
     [
@@ -238,47 +239,51 @@ class Cache:
         local = self._local.get(key)
         if local is not None:
             payload, expires, stamp, filled = local
+            now = time.monotonic()
             if (
                 stamp == gen.read()
                 and (expires is None or expires > self.clock())
-                and time.monotonic() - filled < _LOCAL_MAX_AGE_SEC
+                and now - filled < _LOCAL_MAX_AGE_SEC
             ):
-                self._hit(key, tool)
+                self._hit(key, tool, now)
                 return payload
             del self._local[key]
         stamp = gen.read()
         rows = self.store.query("SELECT payload, expires_at FROM memo_cache WHERE key = ?", (key,))
         if not rows:
-            self._count(tool, "misses")
+            self._count(tool, _MISSES)
             return None
         payload, expires = rows[0]
         if expires is not None and expires <= self.clock():
-            self._count(tool, "expired")
-            self._count(tool, "misses")
+            self._count(tool, _EXPIRED)
+            self._count(tool, _MISSES)
             return None
         payload = bytes(payload)
+        now = time.monotonic()
         if gen.shared:
             if len(self._local) >= _LOCAL_MAX_ENTRIES:
                 del self._local[next(iter(self._local))]
-            self._local[key] = (payload, expires, stamp, time.monotonic())
-        self._hit(key, tool)
+            self._local[key] = (payload, expires, stamp, now)
+        self._hit(key, tool, now)
         return payload
 
-    def _hit(self, key: str, tool: str) -> None:
-        self._touches.pop(key, None)
-        self._touches[key] = None
-        self._count(tool, "hits")
-        if (
-            len(self._touches) >= _FLUSH_EVERY
-            or time.monotonic() - self._last_flush > _FLUSH_AFTER_SEC
-        ):
-            self.flush()
-
-    def _count(self, tool: str, what: str, n: int = 1) -> None:
+    def _hit(self, key: str, tool: str, now: float) -> None:
+        touches = self._touches
+        if key in touches:
+            del touches[key]
+        touches[key] = None
         row = self._pending.get(tool)
         if row is None:
             row = self._pending[tool] = [0] * len(_STAT_FIELDS)
-        row[_STAT_FIELDS.index(what)] += n
+        row[_HITS] += 1
+        if len(touches) >= _FLUSH_EVERY or now - self._last_flush > _FLUSH_AFTER_SEC:
+            self.flush()
+
+    def _count(self, tool: str, what: int, n: int = 1) -> None:
+        row = self._pending.get(tool)
+        if row is None:
+            row = self._pending[tool] = [0] * len(_STAT_FIELDS)
+        row[what] += n
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -326,7 +331,7 @@ class Cache:
         gen = self._gen or self._setup()
         size = len(payload)
         if size > self.config.max_entry_bytes or size > self.config.max_bytes:
-            self._count(tool, "rejected")
+            self._count(tool, _REJECTED)
             return False
         now = self.clock()
         expires = now + ttl_sec if ttl_sec else None
@@ -343,7 +348,7 @@ class Cache:
                 "used_seq = excluded.used_seq",
                 (key, tool, principal, digest, payload, size, now, expires, seq),
             )
-            self._count(tool, "stores")
+            self._count(tool, _STORES)
             self._evict(c, now, keep=key)
             self._flush_in(c)
         self._local.pop(key, None)
@@ -360,7 +365,7 @@ class Cache:
             "RETURNING tool",
             (now,),
         ).fetchall():
-            self._count(tool, "expired")
+            self._count(tool, _EXPIRED)
         entries, total = c.execute("SELECT entries, bytes FROM memo_totals WHERE id = 1").fetchone()
         while entries > cfg.max_entries or total > cfg.max_bytes:
             batch = c.execute(
@@ -376,7 +381,7 @@ class Cache:
                 doomed.append((key,))
                 entries -= 1
                 total -= size
-                self._count(tool, "evictions")
+                self._count(tool, _EVICTIONS)
             c.executemany("DELETE FROM memo_cache WHERE key = ?", doomed)
 
     def delete(self, key: str) -> bool:

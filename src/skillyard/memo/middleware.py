@@ -14,11 +14,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from skillyard.memo.cache import Cache
 from skillyard.memo.config import PRIVATE_MODES, MemoConfig
-from skillyard.memo.results import result_fields, served
+from skillyard.memo.results import pack, unpack
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -49,6 +47,7 @@ class Memo:
         self._cassettes: list[Cassette] = []
         self._card_cassettes: dict[Path, Cassette] = {}
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._modes: dict[int, tuple[Card, str | None]] = {}
 
     # -- cassettes ------------------------------------------------------------------------
 
@@ -104,33 +103,43 @@ class Memo:
             and (policy.privacy not in PRIVATE_MODES or policy.privacy in self.config.cache_private)
         )
 
+    def _mode(self, card: Card) -> str | None:
+        """The card's cache mode when it may use the cache (kept per card: this is hot)."""
+        hit = self._modes.get(id(card))
+        if hit is not None and hit[0] is card:
+            return hit[1]
+        mode = card.policy.cache if self.cacheable(card) else None
+        if len(self._modes) > 4096:
+            self._modes.clear()
+        self._modes[id(card)] = (card, mode)
+        return mode
+
     async def on_call(self, ctx: CallContext, call_next: CallNext) -> CallResult:
         card = ctx.card
-        cassette = self._cassettes[-1] if self._cassettes else None
-        if cassette is None and card.policy.cassette != "disabled":
-            cassette = self._card_cassette(card)
-        if cassette is not None:
+        if self._cassettes or card.policy.cassette != "disabled":
+            cassette = self._cassettes[-1] if self._cassettes else self._card_cassette(card)
 
             async def inner(c: CallContext) -> CallResult:
-                return await self._cached(c, call_next)
+                mode = self._mode(c.card)
+                if mode is None:
+                    return await call_next(c)
+                return await self._cached(c, call_next, mode)
 
             return await cassette.handle(ctx, inner)
-        if card.policy.cache == "disabled" or not card.policy.idempotent:
+        mode = self._mode(card)
+        if mode is None:
             return await call_next(ctx)
-        return await self._cached(ctx, call_next)
+        return await self._cached(ctx, call_next, mode)
 
-    async def _cached(self, ctx: CallContext, call_next: CallNext) -> CallResult:
+    async def _cached(self, ctx: CallContext, call_next: CallNext, mode: str) -> CallResult:
         card = ctx.card
-        if not self.cacheable(card):
-            return await call_next(ctx)
-        mode = card.policy.cache
-        scope = "*shared*" if card.policy.cache_shared else ctx.caller.principal
-        key = self.cache.key(card, ctx.caller.principal, ctx.args)
+        principal = ctx.caller.principal
+        key = self.cache.key(card, principal, ctx.args)
         if key is None:
             return await call_next(ctx)
         ctx.notes["memo.cache_key"] = key
         leader: asyncio.Future[None] | None = None
-        if mode in ("read-through", "read-only"):
+        if mode == "read-through" or mode == "read-only":
             t0 = time.perf_counter_ns()
             hit = self._lookup(ctx, key, t0)
             if hit is not None:
@@ -154,6 +163,7 @@ class Memo:
                 and result.source == "live"
                 and result.decision.phase == "completed"
             ):
+                scope = "*shared*" if card.policy.cache_shared else principal
                 self._store(card, scope, key, result)
             return result
         finally:
@@ -162,23 +172,24 @@ class Memo:
                 leader.set_result(None)
 
     def _lookup(self, ctx: CallContext, key: str, t0: int) -> CallResult | None:
-        payload = self._safely(self.cache.get, key, ctx.card.name)
+        try:
+            payload = self.cache.get(key, ctx.card.name)
+        except sqlite3.Error as exc:
+            log.warning("cache unavailable (%s); calling through", exc)
+            return None
         if payload is None:
             return None
-        try:
-            fields = orjson.loads(payload)
-            if not isinstance(fields, dict):
-                raise ValueError("not an object")
-        except ValueError:
+        result = unpack(ctx, payload, t0)
+        if result is None:
             log.warning("dropping an unreadable cache entry for %s", ctx.card.name)
             self._safely(self.cache.delete, key)
             return None
         ctx.notes["memo.source"] = "cache"
-        return served(ctx, fields, "cache", t0)
+        return result
 
     def _store(self, card: Card, scope: str, key: str, result: CallResult) -> None:
         try:
-            payload = orjson.dumps(result_fields(result))
+            payload = pack(result)
         except TypeError:
             return  # not plain JSON: nothing faithful to store
         ttl = card.policy.cache_ttl_sec or self.config.default_ttl_sec
