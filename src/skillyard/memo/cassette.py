@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -95,6 +96,7 @@ def redact(value: Any, names: frozenset[str], pointers: frozenset[str], secrets:
     return walk(value, "")
 
 
+@functools.lru_cache(maxsize=1024)
 def _schema_secrets(card: Card) -> frozenset[str]:
     props = card.input_schema.get("properties")
     if not isinstance(props, dict):
@@ -248,12 +250,15 @@ class Cassette:
     def request(self, ctx: CallContext) -> dict[str, Any]:
         """What a call looks like to matchers: tool, digest, principal, filtered args, hash."""
         card = ctx.card
-        args: dict[str, Any] = ctx.args
+        # a plain-JSON copy: what the file can hold, and safe from the filter's edits
+        args: dict[str, Any] = orjson.loads(orjson.dumps(ctx.args, default=str))
         if self._filter_fn is not None:
-            args = self._filter_fn(card.name, copy.deepcopy(args))
-        args = redact(
-            args, self._names | _schema_secrets(card), self._pointers, self.redact_secrets
-        )
+            args = self._filter_fn(card.name, args)
+        names = self._names
+        schema_names = _schema_secrets(card)
+        if schema_names:
+            names = names | schema_names
+        args = redact(args, names, self._pointers, self.redact_secrets)
         return {
             "tool": card.name,
             "digest": card.digest,
