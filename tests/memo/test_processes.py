@@ -122,3 +122,28 @@ def test_concurrent_writers_with_eviction_keep_the_cache_consistent(
     assert (entries, size) == (count, total)
     assert count == 50
     assert stats == [(240, 190)]
+
+
+RECORDER = """
+import sys
+from skillyard import SyncRuntime
+from skillyard.memo import use_cassette
+
+directory, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with SyncRuntime.memory() as rt:
+    rt.tool("t-who")(lambda args: {"who": args["who"], "i": args["i"]})
+    with use_cassette(rt.runtime, "shared", directory=directory, mode="new_episodes"):
+        for i in range(n):
+            rt.call("t-who", {"who": who, "i": i})
+"""
+
+
+def test_two_processes_recording_one_cassette_lose_nothing(tmp_path: Path) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RECORDER, str(tmp_path), who, "25"])
+        for who in ("a", "b")
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    data = orjson.loads((tmp_path / "shared.json").read_bytes())
+    seen = sorted((i["args"]["who"], i["args"]["i"]) for i in data["interactions"])
+    assert seen == sorted((who, i) for who in ("a", "b") for i in range(25))

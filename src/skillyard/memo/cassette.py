@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from skillyard.card import Card
-from skillyard.errors import CassetteMiss, SkillyardError
+from skillyard.errors import CassetteMiss, ManifestError, SkillyardError
 from skillyard.memo import cassette_file as files
 from skillyard.memo.cache import canonical
 from skillyard.memo.config import PRIVATE_MODES, RECORD_MODES, RecordMode
@@ -162,6 +162,9 @@ class Cassette:
         self._by_tool: dict[str, list[int]] = {}
         self._loaded = 0
         self._dirty = False
+        self._disk: list[dict[str, Any]] = []  # the file's interactions as last read or written
+        self._unsaved: list[dict[str, Any]] = []
+        self._sig: tuple[int, int, int] | None = None
         self._opened = False
         self._registered: list[tuple[Runtime, Card]] = []
 
@@ -178,6 +181,8 @@ class Cassette:
             self._cards = dict(data["cards"])
             self._interactions = list(data["interactions"])
         self._loaded = len(self._interactions)
+        self._disk = list(self._interactions)
+        self._sig = files.signature(self.path)
         self._played = [False] * self._loaded
         for i, rec in enumerate(self._interactions):
             self._by_tool.setdefault(rec["tool"], []).append(i)
@@ -221,18 +226,30 @@ class Cassette:
         return added
 
     def save(self) -> None:
-        """Write the file now if anything changed (atomically)."""
+        """Write the file now if anything changed (atomically).
+
+        Another process may have written the same file since: its recordings are
+        kept and this run's new ones appended, under a lock on the directory.
+        """
         if not self._dirty:
             return
-        files.write(
-            self.path,
-            {
-                "skillyard_cassette": files.FORMAT_VERSION,
-                "name": self.name,
-                "cards": self._cards,
-                "interactions": self._interactions,
-            },
-        )
+        with files.locked(self.path.parent):
+            if files.signature(self.path) != self._sig:
+                data = files.read(self.path, max_bytes=self.max_bytes)
+                self._disk = list(data["interactions"])
+                self._cards = {**data["cards"], **self._cards}
+            self._disk.extend(self._unsaved)
+            files.write(
+                self.path,
+                {
+                    "skillyard_cassette": files.FORMAT_VERSION,
+                    "name": self.name,
+                    "cards": self._cards,
+                    "interactions": self._disk,
+                },
+            )
+            self._sig = files.signature(self.path)
+        self._unsaved.clear()
         self._dirty = False
 
     def close(self) -> None:
@@ -329,11 +346,11 @@ class Cassette:
             code=err.get("code") or cls.code,
             details=details,
         )
-        for attr in ("pointer", "file", "field"):
+        for attr in ("pointer", "file", "field"):  # the extra attributes some errors carry
             if attr in details:
                 setattr(exc, attr, details[attr])
-        if hasattr(cls, "reason") or cls.__name__ == "ManifestError":
-            exc.reason = err["message"]  # type: ignore[attr-defined]
+        if isinstance(exc, ManifestError):
+            exc.reason = err["message"]
         exc.details["replayed_from"] = str(self.path)
         ctx.notes["memo.source"] = "cassette"
         return exc
@@ -428,6 +445,7 @@ class Cassette:
         # check now, so a hook's mistake fails here and not when the file is next read
         rec = files._interaction(len(self._interactions), rec, self.path)
         self._interactions.append(rec)
+        self._unsaved.append(rec)
         self._played.append(True)
         self._by_tool.setdefault(rec["tool"], []).append(len(self._interactions) - 1)
         card_data = card.to_dict()

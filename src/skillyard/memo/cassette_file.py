@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +316,32 @@ def _error(raw: Any, where: Path, p: str) -> dict[str, Any]:
     _expect(details, dict, where, f"{p}.details", "an object")
     _json_pure(details, f"{p}.details", where)
     return {"type": kind, "code": code, "message": message, "details": details}
+
+
+def signature(path: Path) -> tuple[int, int, int] | None:
+    """What identifies one version of a file (``None`` when there is none)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)  # each atomic write makes a new inode
+
+
+@contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory`` (flock) while a cassette in it is rewritten."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: one writer per cassette
+        yield
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def write(path: Path, data: dict[str, Any]) -> None:
