@@ -345,3 +345,24 @@ def test_memo_is_installed_once_and_last(mrt: SyncRuntime) -> None:
 
     assert install(mrt.runtime) is memo_of(mrt.runtime)
     assert sum(type(m).__name__ == "Memo" for m in mrt.runtime.middleware) == 1
+
+
+def test_a_broken_database_never_fails_a_call(
+    mrt: SyncRuntime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    counter = add_counter(mrt)
+    mrt.call("t-count", {"x": 0})  # the cache tables exist
+
+    def disk_full(*args: object, **kw: object) -> object:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store = mrt.runtime.store
+    monkeypatch.setattr(store, "transaction", disk_full)
+    monkeypatch.setattr(store, "query", disk_full)
+    memo(mrt).cache._local.clear()
+    results = [mrt.call("t-count", {"x": 1}) for _ in range(2)]
+    assert [r.source for r in results] == ["live", "live"]
+    assert len(counter.calls) == 3
+    assert "cache unavailable" in caplog.text
