@@ -84,6 +84,19 @@ def _python_rows(report: Report, tmp: Path) -> None:
             time_async(disk._loop, lambda: call("bench-cached", ARGS), n=n, batch=50),
             floor=LIVE,
         )
+        counter = iter(range(10**9))
+        report.add(
+            "memo",
+            "memo: cache miss and store, on-disk WAL store",
+            time_async(
+                disk._loop,
+                lambda: call("bench-cached", {**ARGS, "n": next(counter)}),
+                n=report.scale(3_000),
+                warmup=20,
+            ),
+            floor=LIVE,
+            note="what a first call pays on top of running the skill",
+        )
         memo = memo_of(disk.runtime)
         assert memo is not None and memo.cache._gen is not None
         memo.cache._gen.shared = False  # no in-process copy: every hit reads SQLite
