@@ -62,7 +62,9 @@ MAX_CALL_DEPTH = 16
 # Extensions installed into every runtime by open() and memory(), in this order; each is
 # "module:function" with ``function(runtime) -> None`` reading its own section of
 # ``runtime.config``. The first one installed is the outermost middleware.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "skillyard.transports.mcp_catalog:install",
+]
 
 
 class Middleware(Protocol):
@@ -118,6 +120,8 @@ class Runtime:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         self.host_factory: Callable[[CallContext], Host] = lambda ctx: DenyAllHost(ctx.tool)
+        # Run on every package as it is registered; may return it with more cards.
+        self.package_hooks: list[Callable[[Runtime, SkillPackage], SkillPackage]] = []
         self._closed = False
 
     # -- construction ---------------------------------------------------------------
@@ -188,6 +192,8 @@ class Runtime:
         return pkg
 
     def _register(self, pkg: SkillPackage) -> None:
+        for hook in self.package_hooks:
+            pkg = hook(self, pkg)
         old = self.packages.get(pkg.id)
         if old is not None:
             for card in old.cards:
