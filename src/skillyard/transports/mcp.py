@@ -12,6 +12,7 @@ is translated at this boundary: ``isError`` results become
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,7 @@ class Link:
                         cwd=self.spec.cwd,
                     )
                     read, write = await stack.enter_async_context(
-                        stdio_client(params, errlog=sys.stderr)
+                        stdio_client(params, errlog=_errlog())
                     )
                 read = await self._watch(stack, read)
                 session = ClientSession(read, write, message_handler=self._on_message)
@@ -163,6 +164,18 @@ class Link:
             except BaseException:
                 pass
         self.dead = True
+
+
+def _errlog() -> Any:
+    """Where a server's stderr goes: ours, when it is a real file descriptor."""
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
 
 
 def _translate_start(spec: ServerSpec, exc: BaseException) -> SkillyardError:

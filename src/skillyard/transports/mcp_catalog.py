@@ -123,10 +123,7 @@ class ServerSpec:
 
             def sub(m: re.Match[str], name: str = name) -> str:
                 kind, key = m.group(1), m.group(2)
-                if kind == "env":
-                    value = os.environ.get(key)
-                else:
-                    value = self.config.get(key)
+                value = os.environ.get(key) if kind == "env" else self.config.get(key)
                 if value is None:
                     raise ConfigError(
                         f"{self.where}: {name} needs {kind} value {key!r}, which is not set"
