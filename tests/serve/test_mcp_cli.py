@@ -6,9 +6,9 @@ from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
+from tests.serve.conftest import server_argv
 
 from skillyard.cli.main import cli
-from tests.serve.conftest import server_argv
 
 
 def run(*args: str) -> object:

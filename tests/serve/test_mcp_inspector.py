@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from tests.serve.conftest import server_argv
 
 REPO = Path(__file__).resolve().parents[2]

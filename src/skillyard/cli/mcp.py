@@ -69,7 +69,13 @@ def add_cmd(
     pkg = Path(roots[0]) / name
     if pkg.exists() and not force:
         raise ConfigError(f"{pkg} already exists; pass --force to replace it")
-    lines = [f"id = {_toml_str(name)}", 'runtime = "mcp"', f"description = {_toml_str('MCP server ' + name)}", "", "[options]"]
+    lines = [
+        f"id = {_toml_str(name)}",
+        'runtime = "mcp"',
+        f"description = {_toml_str('MCP server ' + name)}",
+        "",
+        "[options]",
+    ]
     if url:
         lines.append(f"url = {_toml_str(url)}")
     else:
@@ -127,7 +133,7 @@ def list_cmd(names: tuple[str, ...], refresh: bool) -> None:
     try:
         servers = sorted(
             {p.id for p in rt.packages.values() if p.runtime == "mcp"}
-            | set(((rt.config.get("mcp") or {}).get("servers") or {}))
+            | set((rt.config.get("mcp") or {}).get("servers") or {})
             | {p.skill_id for p in rt.problems if p.skill_id and _is_mcp_problem(rt, p)}
         )
         if names:
@@ -140,9 +146,7 @@ def list_cmd(names: tuple[str, ...], refresh: bool) -> None:
                     cards = list(do_refresh(rt, server))
                 else:
                     cards = [
-                        c
-                        for c in rt.list(caller=SYSTEM)
-                        if c.id == server and c.transport == "mcp"
+                        c for c in rt.list(caller=SYSTEM) if c.id == server and c.transport == "mcp"
                     ]
                 entry["tools"] = [_card_row(c) for c in cards]
             except Exception as exc:

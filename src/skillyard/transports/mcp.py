@@ -175,7 +175,7 @@ def _errlog() -> Any:
                 return stream
         except (AttributeError, OSError, ValueError):
             continue
-    return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return open(os.devnull, "w")
 
 
 def _translate_start(spec: ServerSpec, exc: BaseException) -> SkillyardError:
