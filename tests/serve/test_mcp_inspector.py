@@ -35,10 +35,6 @@ def test_inspector_over_stdio(home: Path) -> None:
     assert called["structuredContent"] == {"text": "inspected"} and not called["isError"]
     bad = inspect(*server, "--method", "tools/call", "--tool-name", "echo-say", "--tool-arg", "n=1")
     assert bad["isError"] is True and "invalid_arguments" in bad["content"][0]["text"]
-    resources = inspect(*server, "--method", "resources/list")["resources"]
-    assert [r["uri"] for r in resources] == ["skill://echo/help/usage"]
-    prompts = inspect(*server, "--method", "prompts/list")["prompts"]
-    assert [p["name"] for p in prompts] == ["echo-greet"]
 
 
 def test_inspector_over_streamable_http(home: Path) -> None:
@@ -53,8 +49,8 @@ def test_inspector_over_streamable_http(home: Path) -> None:
         line = proc.stderr.readline()  # "skillyard MCP server listening on http://..."
         assert "listening on" in line, line
         url = line.rsplit(" ", 1)[1].strip()
-        listed = inspect(url, "--transport", "http", "--method", "tools/list")
-        assert "echo-say" in [t["name"] for t in listed["tools"]]
+        prompts = inspect(url, "--transport", "http", "--method", "prompts/list")["prompts"]
+        assert [p["name"] for p in prompts] == ["echo-greet"]
         called = inspect(
             url,
             "--transport",
