@@ -93,6 +93,8 @@ def mcp_cmd(
         name=name,
     )
     server = McpServer(runtime, options)
+    for problem in runtime.problems:  # stderr: stdout may be the protocol channel
+        click.echo(f"skillyard: {problem.kind} {problem.path}: {problem.message}", err=True)
 
     async def main() -> None:
         try:

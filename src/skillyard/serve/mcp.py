@@ -407,11 +407,17 @@ class McpServer:
         if msg_id in session.tasks:
             coro.close()
             raise _RpcError(INVALID_REQUEST, f"request id {msg_id!r} is already in flight")
-        task = asyncio.get_running_loop().create_task(coro)
-        session.tasks[msg_id] = task
-        task.add_done_callback(
-            lambda t: session.tasks.pop(msg_id, None) if session.tasks.get(msg_id) is t else None
-        )
+        tasks = session.tasks
+
+        async def run() -> None:
+            try:
+                await coro
+            finally:  # in the same step as the reply, so the id is free when it is read
+                if tasks.get(msg_id) is task:
+                    del tasks[msg_id]
+
+        task = asyncio.get_running_loop().create_task(run())
+        tasks[msg_id] = task
 
     # -- inline methods -----------------------------------------------------------------
 
