@@ -84,13 +84,24 @@ def test_official_client_over_streamable_http(home: Path, tmp_path: Path) -> Non
     assert seen == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_stateless_2026_form_over_http(home: Path) -> None:
+def test_stateless_2026_form_over_http(home: Path, tmp_path: Path) -> None:
     async def go() -> None:
         async with serving(home) as running, Client(running.url) as c:
             assert c.protocol_version == "2026-07-28"
             res = await c.call_tool("echo-say", {"text": "modern"})
             assert res.structured_content == {"text": "modern"}
             assert len(running.app.sessions) == 0  # no session state was kept
+            # 2026-07-28 over HTTP: abandoning the request closes its stream, which cancels it
+            marker = tmp_path / "modern.marker"
+            call = asyncio.create_task(c.call_tool("echo-slow", {"marker": str(marker)}))
+            deadline = time.monotonic() + 10
+            while not marker.with_suffix(".started").exists():
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            call.cancel()
+            while not marker.with_suffix(".cancelled").exists():
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
 
     asyncio.run(go())
 
