@@ -72,6 +72,9 @@ def test_garbage_wrong_types_unknown_methods_and_batches(home: Path) -> None:
             }
         ),
     ]
+    lines.append(
+        d({"jsonrpc": "2.0", "id": 14, "method": "resources/read", "params": {"uri": "skill://x"}})
+    )
     replies = run_lines(home, lines)
     ids = by_id(replies)
     nulls = [r for r in replies if r.get("id") is None]
@@ -91,6 +94,7 @@ def test_garbage_wrong_types_unknown_methods_and_batches(home: Path) -> None:
     assert 11 not in ids
     assert ids[12]["result"] == {}
     assert ids[13]["result"]["structuredContent"] == {"text": "alive"}
+    assert ids[14]["error"]["code"] == -32002
 
 
 def test_huge_line_is_refused_and_the_next_line_served(home: Path) -> None:

@@ -543,7 +543,9 @@ class McpServer:
                     result["ttlMs"] = 0
                     result["cacheScope"] = "private"
                 return result
-        raise _RpcError(-32002, f"resource not found: {uri}", {"uri": uri})
+        # -32002 is the handshake era's "resource not found"; 2026-07-28 retired that code
+        code = INVALID_PARAMS if session.era == "modern" else -32002
+        raise _RpcError(code, f"resource not found: {uri}", {"uri": uri})
 
     def _ping(self, params: dict[str, Any], session: Session) -> dict[str, Any]:
         return {}
