@@ -256,6 +256,14 @@ def test_bad_specs_are_problems_not_crashes(tmp_path: Path) -> None:
     assert "could not be started" in problems["missing"]
     assert "api_token" in problems["secret"] and "config" in problems["secret"]
     assert rt.list() == []
+    # a value set with `skillyard config set` (the host API's store) fills the placeholder
+    from skillyard.host.config import ConfigStore
+    from skillyard.transports.mcp_catalog import spec_for as spec_of
+
+    ConfigStore(rt.store).set("secret", None, "api_token", "t0k3n")
+    spec = spec_of(rt, "secret")
+    assert spec.resolve(spec.env) == {"TOKEN": "t0k3n"}
+    assert "t0k3n" not in repr(spec)
     with pytest.raises(ConfigError, match="no MCP server"):
         from skillyard.transports.mcp_catalog import spec_for
 
