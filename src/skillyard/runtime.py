@@ -64,8 +64,8 @@ MAX_CALL_DEPTH = 16
 # ``runtime.config``. The first one installed is the outermost middleware.
 EXTENSIONS: list[str] = [
     "skillyard.host:install",
-    "skillyard.memo:install",
     "skillyard.transports.mcp_catalog:install",
+    "skillyard.memo:install",
 ]
 
 
