@@ -92,12 +92,12 @@ async def run_oneshot(card: Card, args: dict[str, Any], ctx: CallContext) -> Raw
         child.close_stdin()
         try:
             async with asyncio.timeout(ctx.remaining):
-                await child.exited
+                await asyncio.shield(child.exited)
                 # Whatever the leader left behind goes with it; then the pipes reach EOF.
-                await child.streams_closed
+                await asyncio.shield(child.streams_closed)
         except TimeoutError as exc:
             child.kill_group()
-            await child.exited
+            await asyncio.shield(child.exited)
             raise SkillTimeout(
                 f"{card.name}: no result after {card.limits.timeout_sec:g}s; "
                 f"the process group {child.pid} was killed"

@@ -155,6 +155,7 @@ class Worker:
         try:
             msg = await fut
         except _Timeout as exc:
+            await self._reaped()
             raise SkillTimeout(
                 f"{card.name}: no answer from the worker within {card.limits.timeout_sec:g}s"
                 + (
@@ -167,6 +168,9 @@ class Worker:
             if self.pending.get(rid) is p:
                 self._abandon(p)
             raise
+        except TransportError:
+            await self._reaped()
+            raise
         finally:
             if p.timer is not None:
                 p.timer.cancel()
@@ -174,6 +178,12 @@ class Worker:
         lat = (time.perf_counter() - p.t0) * 1e6
         self.ewma_us = lat if not self.ewma_us else 0.8 * self.ewma_us + 0.2 * lat
         return self._result(p, msg)
+
+    async def _reaped(self) -> None:
+        """After the worker was killed, wait (briefly) until it is reaped: no zombie stays."""
+        if self.dead is not None and not self.child.exited.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.child.exited), 5.0)
 
     def _loop_deadline(self, ctx: CallContext) -> float:
         return self.loop.time() + ctx.remaining
@@ -425,6 +435,7 @@ class Worker:
         """Ask the worker to shut down, wait up to ``grace`` seconds, then kill its group."""
         if self.dead is None and not self.child.exited.done():
             self._ids += 1
+            self.abandoned.add(self._ids)  # its answer is expected and needs no one
             self._send(orjson.dumps({"jsonrpc": "2.0", "id": self._ids, "method": "shutdown"}))
             self.child.close_stdin()
             self.dead = "was shut down"

@@ -120,7 +120,11 @@ def _preexec(limits: list[tuple[int, int]]) -> Callable[[], None] | None:
             _soft, hard = resource.getrlimit(res)
             if hard != resource.RLIM_INFINITY and value > hard:
                 value = hard
-            resource.setrlimit(res, (value, value))
+            # CPU: SIGXCPU at the soft limit; the hard one, a second later, is SIGKILL.
+            top = value + 1 if res == resource.RLIMIT_CPU else value
+            if hard != resource.RLIM_INFINITY and top > hard:
+                top = hard
+            resource.setrlimit(res, (value, top))
 
     return apply
 
