@@ -87,21 +87,30 @@ Handler = Callable[[dict[str, Any], "Context"], Any]
 class Context:
     """One call in flight: its identity, its deadline, events and host requests."""
 
-    __slots__ = ("_server", "call_id", "cancelled", "deadline", "method", "tool")
+    __slots__ = ("_deadline_ms", "_received", "_server", "call_id", "cancelled", "method", "tool")
 
     def __init__(self, server: _Server, params: dict[str, Any]) -> None:
         self._server = server
         self.call_id: str = params.get("call_id", "")
         self.tool: str = params.get("tool", "")
         self.method: str = params.get("method", "")
-        ms = params.get("deadline_ms")
-        self.deadline = time.monotonic() + ms / 1000 if isinstance(ms, int | float) else None
+        self._deadline_ms = params.get("deadline_ms")
+        self._received = time.monotonic()
         self.cancelled = False
+
+    @property
+    def deadline(self) -> float | None:
+        """``time.monotonic()`` value after which the runtime gives up (None when unknown)."""
+        ms = self._deadline_ms
+        if isinstance(ms, bool) or not isinstance(ms, int | float):
+            return None
+        return self._received + ms / 1000
 
     @property
     def remaining(self) -> float | None:
         """Seconds left before the runtime gives up on this call (None when unknown)."""
-        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        deadline = self.deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def emit(self, kind: str, **data: Any) -> None:
         """Stream an event (``delta``, ``progress``, ``log``...) to the caller."""
@@ -145,11 +154,18 @@ class _Server:
 
     def send(self, msg: dict[str, Any]) -> None:
         data = _dumps(msg) + b"\n"
+        if self.pool is None:  # one thread writes: no lock on the hot path
+            n = os.write(self.out, data)
+            if n < len(data):
+                self._write_rest(memoryview(data)[n:])
+            return
         with self.lock:
-            view = memoryview(data)
-            while view:
-                n = os.write(self.out, view)
-                view = view[n:]
+            self._write_rest(memoryview(data))
+
+    def _write_rest(self, view: memoryview) -> None:
+        while view:
+            n = os.write(self.out, view)
+            view = view[n:]
 
     def run(self) -> None:
         readline = self.stdin.readline

@@ -161,6 +161,9 @@ def test_env_is_scrubbed_and_declared_names_pass(rt, tmp_path, monkeypatch):
     assert env["SKILLYARD_TEST_DECLARED"] == "visible-value"
     assert "NOT_SET_ANYWHERE" not in env
     assert set(env) <= {
+        "SKILLYARD_TOOL",
+        "SKILLYARD_METHOD",
+        "SKILLYARD_CALL_ID",
         "PATH",
         "LANG",
         "HOME",
@@ -170,6 +173,7 @@ def test_env_is_scrubbed_and_declared_names_pass(rt, tmp_path, monkeypatch):
         "LC_CTYPE",
     }
     assert env["HOME"] != os.environ.get("HOME") and out["home_exists"]
+    assert (env["SKILLYARD_TOOL"], env["SKILLYARD_METHOD"]) == ("envy-run", "run")
     assert not Path(env["HOME"]).exists()  # the private home is removed after the call
 
 

@@ -80,7 +80,12 @@ async def run_oneshot(card: Card, args: dict[str, Any], ctx: CallContext) -> Raw
     loop = asyncio.get_running_loop()
     col = _Collector(card, ctx, lines=lines)
     t0 = time.monotonic()
-    child = Child(card, loop=loop, on_stdout=col.feed)
+    call_env = {
+        "SKILLYARD_TOOL": card.name,
+        "SKILLYARD_METHOD": str(card.options.get("handler") or card.method),
+        "SKILLYARD_CALL_ID": ctx.call_id,
+    }
+    child = Child(card, loop=loop, on_stdout=col.feed, extra_env=call_env)
     col.child = child
     if lines:
         ctx.emit("start", pid=child.pid)

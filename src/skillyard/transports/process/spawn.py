@@ -147,6 +147,7 @@ class Child:
         loop: asyncio.AbstractEventLoop,
         on_stdout: Callable[[bytes], None],
         on_exit: Callable[[], None] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = card.name
         self.loop = loop
@@ -155,6 +156,7 @@ class Child:
             self.argv = build_argv(card)
             self.cwd = build_cwd(card, self.home)
             env, self.secrets = build_env(card, self.home)
+            env.update(extra_env or {})
             self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.PIPE,
@@ -212,7 +214,7 @@ class Child:
 
     def read_stdout(self) -> None:
         try:
-            data = os.read(self.stdout_fd, 262144)
+            data = os.read(self.stdout_fd, 65536)
         except BlockingIOError:
             return
         except OSError:
@@ -227,7 +229,7 @@ class Child:
             if not self.stdout_open:
                 break
             try:
-                data = os.read(self.stdout_fd, 262144)
+                data = os.read(self.stdout_fd, 65536)
             except OSError:
                 break
             if not data:
