@@ -78,24 +78,46 @@ def _wall(argv: list[str], n: int) -> list[float]:
     return samples
 
 
+def _paired(
+    loop: asyncio.AbstractEventLoop,
+    floor: Any,
+    path: Any,
+    *,
+    n: int,
+    batch: int = 1,
+    rounds: int = 10,
+) -> tuple[list[float], list[float]]:
+    """Time a sync floor and an async path in alternating rounds, so both see the same load."""
+    floor_samples: list[float] = []
+    path_samples: list[float] = []
+    per = max(batch, n // rounds)
+    time_sync(floor, n=200, batch=batch, warmup=200)
+    time_async(loop, path, n=200, batch=batch, warmup=200)
+    for _ in range(rounds):
+        floor_samples += time_sync(floor, n=per, batch=batch, warmup=10)
+        path_samples += time_async(loop, path, n=per, batch=batch, warmup=10)
+    return floor_samples, path_samples
+
+
 def _python_rows(report: Report) -> None:
     from skillyard import SyncRuntime
 
-    report.add(
-        "core",
-        "raw python call dict -> dict",
-        time_sync(lambda: skill(ARGS), n=report.scale(200_000), batch=100),
-    )
     rt = SyncRuntime.memory()
     try:
         rt.tool("bench-echo")(skill)
         call = rt.runtime.call
+        floor, path = _paired(
+            rt._loop,
+            lambda: skill(ARGS),
+            lambda: call("bench-echo", ARGS),
+            n=report.scale(50_000),
+            batch=50,
+        )
+        report.add("core", "raw python call dict -> dict", floor)
         report.add(
             "core",
             "python skill via Runtime.call (no middleware)",
-            time_async(
-                rt._loop, lambda: call("bench-echo", ARGS), n=report.scale(50_000), batch=50
-            ),
+            path,
             floor="raw python call dict -> dict",
             max_ratio=10,
         )
@@ -118,13 +140,6 @@ def _process_rows(report: Report) -> None:
         w.flush()
         return orjson.loads(r.readline())
 
-    try:
-        assert raw_call() == skill(ARGS)
-        report.add("process", "raw NDJSON+orjson echo child", time_sync(raw_call, n=n, warmup=500))
-    finally:
-        w.close()
-        proc.wait(timeout=10)
-
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         rt = SyncRuntime.memory()
@@ -135,19 +150,30 @@ def _process_rows(report: Report) -> None:
             )
             rt.runtime.add_package(_package(base, "bench-oneshot", ONESHOT, "json"))
             call = rt.runtime.call
+            assert raw_call() == skill(ARGS)
             assert rt.call("bench-worker-echo", ARGS).output == skill(ARGS)
+            floor, path = _paired(rt._loop, raw_call, lambda: call("bench-worker-echo", ARGS), n=n)
+            report.add(
+                "process",
+                "raw NDJSON+orjson echo child",
+                floor,
+                note="blocking client, the child of the PERFORMANCE.md anchors",
+            )
             report.add(
                 "process",
                 "skillyard persistent worker call",
-                time_async(rt._loop, lambda: call("bench-worker-echo", ARGS), n=n, warmup=500),
+                path,
                 floor="raw NDJSON+orjson echo child",
                 max_ratio=1.5,
                 note="Runtime.call -> worker -> skillyard.worker.serve, latency fast path on",
             )
+            _, no_spin = _paired(
+                rt._loop, raw_call, lambda: call("bench-noloopwait-echo", ARGS), n=n // 2
+            )
             report.add(
                 "process",
                 "skillyard persistent worker call, spin_us = 0",
-                time_async(rt._loop, lambda: call("bench-noloopwait-echo", ARGS), n=n, warmup=500),
+                no_spin,
                 floor="raw NDJSON+orjson echo child",
                 note="every answer through an event-loop round trip (no target)",
             )
@@ -174,6 +200,8 @@ def _process_rows(report: Report) -> None:
             )
         finally:
             rt.close()
+            w.close()
+            proc.wait(timeout=10)
 
 
 def _startup_rows(report: Report) -> None:

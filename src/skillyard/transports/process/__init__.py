@@ -55,16 +55,23 @@ class ProcessTransport:
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime
         self._workers: dict[tuple[Any, ...], Worker] = {}
+        # Cards hash by identity: the hot path finds its worker without building the key.
+        self._by_card: dict[Card, Worker] = {}
         self._retiring: set[Worker] = set()
         self._closing: set[asyncio.Task[None]] = set()
 
     async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
-        if card.options.get("mode") != "worker":
-            return await run_oneshot(card, args, ctx)
-        key = _worker_key(card)
-        worker = self._workers.get(key)
-        if worker is None or not worker.usable:
-            worker = self._start(card, key, worker)
+        worker = self._by_card.get(card)
+        if worker is None or worker.dead is not None or worker.retired:
+            if card.options.get("mode") != "worker":
+                return await run_oneshot(card, args, ctx)
+            key = _worker_key(card)
+            worker = self._workers.get(key)
+            if worker is None or not worker.usable:
+                worker = self._start(card, key, worker)
+            if len(self._by_card) > 4096:
+                self._by_card.clear()
+            self._by_card[card] = worker
         return await worker.call(card, args, ctx)
 
     def _start(self, card: Card, key: tuple[Any, ...], old: Worker | None) -> Worker:
@@ -101,6 +108,7 @@ class ProcessTransport:
     async def aclose(self) -> None:
         workers = [*self._workers.values(), *self._retiring]
         self._workers.clear()
+        self._by_card.clear()
         self._retiring.clear()
         await asyncio.gather(*(w.aclose() for w in workers), return_exceptions=True)
         if self._closing:

@@ -65,7 +65,7 @@ RPC_PERMISSION_DENIED = -32001
 
 
 class _Pending:
-    __slots__ = ("bytes", "card", "ctx", "fut", "rid", "t0", "timer")
+    __slots__ = ("bytes", "card", "ctx", "fut", "rid", "timer")
 
     def __init__(self, rid: int, card: Card, ctx: CallContext, fut: asyncio.Future[Any]) -> None:
         self.rid = rid
@@ -73,8 +73,10 @@ class _Pending:
         self.ctx = ctx
         self.fut = fut
         self.bytes = 0
-        self.t0 = time.perf_counter()
         self.timer: asyncio.TimerHandle | None = None
+
+
+_OPT_STR = (str, type(None))
 
 
 class _Timeout(Exception):
@@ -116,44 +118,70 @@ class Worker:
     # -- calls ---------------------------------------------------------------------------
 
     async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
+        if len(self.pending) >= self.concurrency:
+            await self._slot(card)
+        cap = card.limits.max_output_bytes + ENVELOPE_BYTES
+        if cap > self.line_cap:
+            self.line_cap = cap
+        self._ids = rid = self._ids + 1
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        p = _Pending(rid, card, ctx, fut)
+        remaining = ctx.deadline - time.monotonic()
+        line = orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "method": "call",
+                "params": {
+                    "tool": card.name,
+                    "method": card.options.get("handler") or card.method,
+                    "args": args,
+                    "call_id": ctx.call_id,
+                    "deadline_ms": int(remaining * 1000) if remaining > 0 else 0,
+                },
+            }
+        )
+        self.pending[rid] = p
+        self.by_call[ctx.call_id] = p
+        self.calls += 1
+        t0 = time.perf_counter()
+        try:
+            self.child.write(line + b"\n")
+        except OSError:
+            pass  # the child is gone; its exit fails this call with the reason
+        spin = self.spin_ms
+        if (
+            spin
+            and len(self.pending) == 1
+            and self.ewma_us < spin * 1000
+            and not fut.done()
+            and self._poll.poll(spin)
+        ):
+            self.child.read_stdout()
+        if fut.done() and fut.exception() is None:
+            # The answer is already here (latency fast path): no timer, no loop round trip.
+            self._done(p)
+            msg = fut.result()
+        else:
+            msg = await self._wait(p, remaining)
+        lat = (time.perf_counter() - t0) * 1e6
+        self.ewma_us = 0.8 * self.ewma_us + 0.2 * lat
+        return self._result(p, msg)
+
+    async def _slot(self, card: Card) -> None:
         while len(self.pending) >= self.concurrency:
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
             await waiter
             if self.dead is not None:
                 raise SkillCrashed(f"{card.name}: the worker {self.dead}")
-        if card.limits.max_output_bytes + ENVELOPE_BYTES > self.line_cap:
-            self.line_cap = card.limits.max_output_bytes + ENVELOPE_BYTES
-        self._ids += 1
-        rid = self._ids
-        fut: asyncio.Future[Any] = self.loop.create_future()
-        p = _Pending(rid, card, ctx, fut)
-        params = {
-            "tool": card.name,
-            "method": card.options.get("handler") or card.method,
-            "args": args,
-            "call_id": ctx.call_id,
-            "deadline_ms": int(ctx.remaining * 1000),
-        }
-        line = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": "call", "params": params})
-        self.pending[rid] = p
-        self.by_call[ctx.call_id] = p
-        self.calls += 1
+
+    async def _wait(self, p: _Pending, remaining: float) -> Any:
+        card = p.card
+        if not p.fut.done():
+            p.timer = self.loop.call_later(max(0.0, remaining), self._expire, p)
         try:
-            self.child.write(line + b"\n")
-        except OSError:
-            pass  # the child is gone; its exit fails this call with the reason
-        if (
-            self.spin_ms
-            and len(self.pending) == 1
-            and self.ewma_us < self.spin_ms * 1000
-            and self._poll.poll(self.spin_ms)
-        ):
-            self.child.read_stdout()
-        if not fut.done():
-            p.timer = self.loop.call_at(self._loop_deadline(ctx), self._expire, p)
-        try:
-            msg = await fut
+            return await p.fut
         except _Timeout as exc:
             await self._reaped()
             raise SkillTimeout(
@@ -165,7 +193,7 @@ class Worker:
                 )
             ) from exc
         except asyncio.CancelledError:
-            if self.pending.get(rid) is p:
+            if self.pending.get(p.rid) is p:
                 self._abandon(p)
             raise
         except TransportError:
@@ -175,18 +203,12 @@ class Worker:
             if p.timer is not None:
                 p.timer.cancel()
             self._done(p)
-        lat = (time.perf_counter() - p.t0) * 1e6
-        self.ewma_us = lat if not self.ewma_us else 0.8 * self.ewma_us + 0.2 * lat
-        return self._result(p, msg)
 
     async def _reaped(self) -> None:
         """After the worker was killed, wait (briefly) until it is reaped: no zombie stays."""
         if self.dead is not None and not self.child.exited.done():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.child.exited), 5.0)
-
-    def _loop_deadline(self, ctx: CallContext) -> float:
-        return self.loop.time() + ctx.remaining
 
     def _done(self, p: _Pending) -> None:
         if self.pending.get(p.rid) is p:
@@ -218,7 +240,7 @@ class Worker:
         content = result.get("content")
         llm_context = result.get("llm_context")
         usage = result.get("usage") or {}
-        if not isinstance(content, str | None) or not isinstance(llm_context, str | None):
+        if not isinstance(content, _OPT_STR) or not isinstance(llm_context, _OPT_STR):
             raise ProtocolError(f"{card.name}: 'content' and 'llm_context' must be strings")
         if not isinstance(usage, dict):
             raise ProtocolError(f"{card.name}: 'usage' must be an object")
@@ -253,6 +275,10 @@ class Worker:
         if not data:
             return  # EOF: the exit watcher reports the crash
         buf = self._buf
+        if not buf and data.find(b"\n") == len(data) - 1:
+            if not data.isspace():  # the common case: exactly one whole line
+                self._message(data)
+            return
         start = len(buf)
         buf += data
         pos = 0
