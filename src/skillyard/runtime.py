@@ -62,7 +62,11 @@ MAX_CALL_DEPTH = 16
 # Extensions installed into every runtime by open() and memory(), in this order; each is
 # "module:function" with ``function(runtime) -> None`` reading its own section of
 # ``runtime.config``. The first one installed is the outermost middleware.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = [
+    "skillyard.host:install",
+    "skillyard.transports.mcp_catalog:install",
+    "skillyard.memo:install",
+]
 
 
 class Middleware(Protocol):
@@ -119,6 +123,11 @@ class Runtime:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         self.host_factory: Callable[[CallContext], Host] = lambda ctx: DenyAllHost(ctx.tool)
+        # Checks a package must pass before it is registered (the host API refuses packages
+        # whose required permissions are not granted); each raises a SkillyardError.
+        self.admission: list[Callable[[SkillPackage], None]] = []
+        # Run on every package as it is registered; may return it with more cards.
+        self.package_hooks: list[Callable[[Runtime, SkillPackage], SkillPackage]] = []
         self._closed = False
 
     # -- construction ---------------------------------------------------------------
@@ -170,12 +179,32 @@ class Runtime:
             getattr(importlib.import_module(module), func)(self)
 
     def load_roots(self, roots: RootDirs) -> Discovery:
-        """Discover packages under ``roots`` and register them (problems are kept, not raised)."""
-        found = discover(roots)
+        """Discover packages under ``roots`` and register them (problems are kept, not raised).
+
+        A runtime with a home keeps a warm index of validated packages (skillyard.index).
+        """
+        index = None
+        if self.home is not None:
+            from skillyard.index import PackageIndex
+
+            index = PackageIndex(self.store)
+        found = discover(roots, index=index)
         self.problems.extend(found.problems)
-        for pkg in found.packages.values():
+        for pkg in list(found.packages.values()):
+            try:
+                self._admit(pkg)
+            except SkillyardError as exc:
+                problem = Problem(str(pkg.path), pkg.root, "refused", str(exc), pkg.id, exc)
+                found.problems.append(problem)
+                self.problems.append(problem)
+                del found.packages[pkg.id]
+                continue
             self._register(pkg)
         return found
+
+    def _admit(self, pkg: SkillPackage) -> None:
+        for check in self.admission:
+            check(pkg)
 
     def add_package(self, path: str | Path, *, root: str = "project") -> SkillPackage:
         """Load one package directory and register it (raises ManifestError when broken)."""
@@ -185,10 +214,13 @@ class Runtime:
         current = self.packages.get(pkg.id)
         if current is not None and current.root == "root" and root != "root":
             raise PermissionDenied(f"skill id {pkg.id!r} is owned by the ROOT layer")
+        self._admit(pkg)
         self._register(pkg)
         return pkg
 
     def _register(self, pkg: SkillPackage) -> None:
+        for hook in self.package_hooks:
+            pkg = hook(self, pkg)
         old = self.packages.get(pkg.id)
         if old is not None:
             for card in old.cards:

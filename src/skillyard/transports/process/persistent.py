@@ -4,23 +4,27 @@ Requests are multiplexed by id, so several calls can be in flight on one worker;
 the worker may send ``event`` notifications and reverse ``host.*`` requests for
 any call in flight (docs/process-protocol.md).
 
-Why the I/O looks like this (measured on a 2-core machine, trivial echo skill,
-median per call, a blocking NDJSON+orjson client as the floor of ~29 us):
+Why the I/O looks like this (a trivial echo, median per call, measured side by
+side on a busy 2-core machine; a blocking NDJSON+orjson client is the floor at
+~19-29 us):
 
-- asyncio streams (``create_subprocess_exec``): ~95-115 us, with bad tails.
+- asyncio streams (``create_subprocess_exec``): ~95-115 us with bad tails
+  (PERFORMANCE.md anchors).
 - a reader thread doing blocking ``os.read`` and ``call_soon_threadsafe``:
   ~125-150 us (two thread hand-offs and a self-pipe wake-up per call).
 - ``loop.add_reader`` on the raw non-blocking fd, ``os.write`` for requests:
-  ~45-85 us; the rest is one event-loop round trip (epoll, callback, task wake-up).
+  ~43-64 us; the rest is one event-loop round trip (epoll, callback, task wake-up).
 - the same plus a bounded *latency fast path*: when a call is the only one in
   flight on its worker and the worker's recent answers came back within
   ``options.spin_us`` (default 1000 us), the caller waits for the answer in
-  ``poll()`` before yielding to the loop: ~26-40 us, i.e. the floor.
+  ``poll()`` before yielding to the loop: ~25-43 us for the bare I/O.
 
-The fast path stalls the event loop for at most ``spin_us`` per call and only
-while nothing else is in flight on that worker; a worker whose answers take
-longer stops being waited for this way (a moving average of its latency decides),
-and ``spin_us = 0`` turns it off.
+So the worker uses ``add_reader`` plus the fast path. The fast path stalls the
+event loop for at most ``spin_us`` per call and only while nothing else is in
+flight on that worker; a worker whose answers take longer stops being waited for
+this way (a moving average of its latency decides), and ``spin_us = 0`` turns it
+off. ``make bench`` (bench/bench_core.py) reports the whole path, through
+``Runtime.call`` and the :mod:`skillyard.worker` helper, next to the raw floor.
 """
 
 from __future__ import annotations
