@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "validate": "skillyard.cli.skills:validate_cmd",
     "init": "skillyard.cli.skills:init_cmd",
     "doctor": "skillyard.cli.skills:doctor_cmd",
+    "session": "skillyard.cli.session:session",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)

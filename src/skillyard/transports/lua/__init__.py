@@ -264,7 +264,7 @@ class LuaTransport:
             while True:
                 status = res[0]
                 if status == "done":
-                    return res[1:]
+                    return res[2:]
                 if status == "host":
                     res = await self._host(iso, card, ctx, res[1], res[2], deadline)
                     continue

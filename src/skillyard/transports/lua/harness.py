@@ -340,7 +340,7 @@ local function finish(ok, a, ...)
     if fatal(a) then return "limit", tripped end
     return "error", a
   end
-  if rawequal(a, DONE) then return "done", ... end
+  if rawequal(a, DONE) then return "done", select("#", ...), ... end
   if rawequal(a, HOSTREQ) then return "host", ... end
   CO = nil
   return "error", "coroutine.yield was called outside of a coroutine"
