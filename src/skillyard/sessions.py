@@ -177,7 +177,12 @@ class SessionManager:
     # -- the API ---------------------------------------------------------------------------
 
     def create(
-        self, sid: str, ttl_sec: float = DEFAULT_TTL, replace: bool = False, *, caller: Caller = SYSTEM
+        self,
+        sid: str,
+        ttl_sec: float = DEFAULT_TTL,
+        replace: bool = False,
+        *,
+        caller: Caller = SYSTEM,
     ) -> dict[str, Any]:
         """Start a lease for ``sid``: ``{sid, lease_id, generation, ttl_sec, expires_at}``."""
         self._authorize(caller)
@@ -216,7 +221,9 @@ class SessionManager:
                         "WHERE lease_id=?",
                         (f"replaced by {lease_id}", now, old),
                     )
-                row = c.execute("SELECT generation FROM session_sids WHERE sid=?", (sid,)).fetchone()
+                row = c.execute(
+                    "SELECT generation FROM session_sids WHERE sid=?", (sid,)
+                ).fetchone()
                 generation = (row[0] if row else 0) + 1
                 c.execute(
                     "INSERT INTO session_sids(sid, generation) VALUES(?, ?) "
@@ -310,8 +317,15 @@ class SessionManager:
         try:
             values = asyncio.run(
                 transport.drive(
-                    vm.isolate, card, None, None, None, args,
-                    env=vm.env, code=code, deadline=time.monotonic() + timeout,
+                    vm.isolate,
+                    card,
+                    None,
+                    None,
+                    None,
+                    args,
+                    env=vm.env,
+                    code=code,
+                    deadline=time.monotonic() + timeout,
                 )
             )
             value = vm.isolate.to_py(values[0]) if values else None
@@ -349,7 +363,12 @@ class SessionManager:
         return out
 
     def create_handle(
-        self, sid: str, ttl_sec: float = DEFAULT_TTL, replace: bool = False, *, caller: Caller = SYSTEM
+        self,
+        sid: str,
+        ttl_sec: float = DEFAULT_TTL,
+        replace: bool = False,
+        *,
+        caller: Caller = SYSTEM,
     ) -> SessionHandle:
         """Create a lease and return a handle with ``eval``, ``status`` and ``close``."""
         lease = self.create(sid, ttl_sec, replace, caller=caller)
@@ -375,7 +394,9 @@ class SessionHandle:
     def lease_id(self) -> str:
         return str(self.lease["lease_id"])
 
-    async def eval(self, code: str, args: Any = None, *, timeout_ms: int = DEFAULT_TIMEOUT_MS) -> Any:
+    async def eval(
+        self, code: str, args: Any = None, *, timeout_ms: int = DEFAULT_TIMEOUT_MS
+    ) -> Any:
         """Run ``code`` and return its value."""
         out = await self.manager.eval(
             self.lease_id,

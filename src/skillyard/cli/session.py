@@ -44,7 +44,9 @@ def session() -> None:
 
 @session.command("create")
 @click.argument("sid")
-@click.option("--ttl", "ttl_sec", type=float, default=300, show_default=True, help="Seconds, 1..3600.")
+@click.option(
+    "--ttl", "ttl_sec", type=float, default=300, show_default=True, help="Seconds, 1..3600."
+)
 @click.option("--replace", is_flag=True, help="Replace the sid's active lease.")
 def create_cmd(sid: str, ttl_sec: float, replace: bool) -> None:
     """Create a lease for SID."""
@@ -60,15 +62,25 @@ def create_cmd(sid: str, ttl_sec: float, replace: bool) -> None:
 @click.option("--generation", type=int, help="Fail unless the lease is this generation.")
 @click.option("--timeout-ms", type=int, default=5000, show_default=True)
 def eval_cmd(
-    lease_id: str, code: str, args_json: str | None, sid: str | None, generation: int | None,
+    lease_id: str,
+    code: str,
+    args_json: str | None,
+    sid: str | None,
+    generation: int | None,
     timeout_ms: int,
 ) -> None:
     """Evaluate CODE in the lease LEASE_ID (only within the process that created it)."""
     with open_runtime() as rt:
         mgr = rt.runtime.sessions()
         out = rt.run(
-            mgr.eval(lease_id, code, _args(args_json), sid=sid, generation=generation,
-                     timeout_ms=timeout_ms)
+            mgr.eval(
+                lease_id,
+                code,
+                _args(args_json),
+                sid=sid,
+                generation=generation,
+                timeout_ms=timeout_ms,
+            )
         )
         _show(out if wants_json() else out["value"])
 

@@ -110,9 +110,7 @@ def _parse_yaml(text: str, w: _Where) -> Any:
     # Anchors and aliases let a small file expand into a huge tree; LuaSkills manifests
     # never need them, so they are refused outright, as are very large or deep documents.
     try:
-        nodes = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            nodes += 1
+        for nodes, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader), 1):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise w.fail("(syntax)", "YAML anchors and aliases are not allowed")
             if nodes > MAX_NODES:
@@ -331,7 +329,9 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
             raise w.fail(f"{f}.name", f"{name!r}: use letters, digits, '-', '_' and '.'")
         sources = [k for k in ("parameters", "input_schema", "input_schema_file") if k in e]
         if len(sources) > 1:
-            raise w.fail(f, f"give only one of parameters, input_schema, input_schema_file; got {sources}")
+            raise w.fail(
+                f, f"give only one of parameters, input_schema, input_schema_file; got {sources}"
+            )
         if "parameters" in e:
             schema = _parameters(e["parameters"], w, f"{f}.parameters")
         elif "input_schema" in e:

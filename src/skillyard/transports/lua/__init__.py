@@ -107,7 +107,9 @@ class Compiler:
                 self._by_digest[(path, digest)] = hit
             return hit
         if st.st_size > MAX_SOURCE_BYTES:
-            raise TransportError(f"{chunkname} is {st.st_size} bytes; the limit is {MAX_SOURCE_BYTES}")
+            raise TransportError(
+                f"{chunkname} is {st.st_size} bytes; the limit is {MAX_SOURCE_BYTES}"
+            )
         source = path.read_bytes()
         if source.startswith(b"\x1bLua"):
             raise TransportError(f"{chunkname}: precompiled Lua bytecode is refused; ship source")
@@ -271,13 +273,18 @@ class LuaTransport:
                 if status == "limit":
                     iso.dead = True
                     raise limit_error(
-                        str(res[1]), tool=card.name, budget=budget, timeout=timeout, memory=iso.memory_limit
+                        str(res[1]),
+                        tool=card.name,
+                        budget=budget,
+                        timeout=timeout,
+                        memory=iso.memory_limit,
                     )
                 raise self._error(iso, card, res[1])
         except lupa.LuaMemoryError as exc:
             iso.dead = True
-            raise limit_error("memory", tool=card.name, budget=budget, timeout=timeout,
-                              memory=iso.memory_limit) from exc
+            raise limit_error(
+                "memory", tool=card.name, budget=budget, timeout=timeout, memory=iso.memory_limit
+            ) from exc
         except lupa.LuaError as exc:
             iso.dead = True
             raise TransportError(f"{card.name}: the Lua VM failed: {exc}") from exc
@@ -290,7 +297,12 @@ class LuaTransport:
             raise SkillError(f"{card.name}: {exc}") from exc
 
     async def _host(
-        self, iso: Isolate, card: Card, ctx: CallContext | None, method: Any, params: Any,
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        method: Any,
+        params: Any,
         deadline: float,
     ) -> tuple[Any, ...]:
         import time
@@ -322,7 +334,7 @@ class LuaTransport:
             return iso.resume(False, None, code, message, len(api.state.errors))
         return iso.resume(True, iso.to_lua(value))
 
-    def _error(self, iso: Isolate, card: Card, err: Any) -> Exception:
+    def _error(self, iso: Isolate, card: Card, err: Any) -> BaseException:
         code, message, error_id = iso.describe(err)
         api: LocalApi = iso.current
         if code is not None and error_id is not None:
@@ -359,7 +371,7 @@ class LuaTransport:
             text = text.encode()[:limit].decode("utf-8", "ignore")
             if host_result is None:
                 output = text
-        size = len(orjson.dumps(output))
+        size = len(output.encode()) if isinstance(output, str) else len(orjson.dumps(output))
         if size > limit:
             raise OutputTooLarge(f"{card.name}: output is {size} bytes; the limit is {limit}")
         events: tuple[dict[str, Any], ...] = ()

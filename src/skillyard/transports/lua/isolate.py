@@ -129,8 +129,14 @@ class Isolate:
         result: tuple[Any, ...] = self._h_call(chunk, key, args, budget, deadline, step)
         return result
 
-    def resume(self, ok: bool, value: Any = None, code: Any = None, message: Any = None,
-               error_id: Any = None) -> tuple[Any, ...]:
+    def resume(
+        self,
+        ok: bool,
+        value: Any = None,
+        code: Any = None,
+        message: Any = None,
+        error_id: Any = None,
+    ) -> tuple[Any, ...]:
         """Answer a host request and continue the call."""
         result: tuple[Any, ...] = self._h_resume(ok, value, code, message, error_id)
         return result

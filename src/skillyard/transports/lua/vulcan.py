@@ -169,7 +169,7 @@ class LocalApi:
 
     def module(self, name: Any) -> tuple[Any, ...]:
         if not isinstance(name, str) or not MODULE_RE.match(name):
-            return _fail("invalid_argument", f"require: {name!r} is not a module name")
+            return False, f"require: {name!r} is not a module name", ""
         loader = self.state.modules
         if loader is None:
             return False, f"module {name!r} not found: this code has no skill package", ""
