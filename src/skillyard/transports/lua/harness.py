@@ -514,6 +514,11 @@ local VULCAN = setmetatable({}, {
     return namespace("vulcan." .. k, {})
   end,
   __newindex = readonly,
+  __pairs = function()
+    local all = {call = VCALL}
+    for ns, p in pairs(PROXIES) do all[ns] = p end
+    return next, all, nil
+  end,
   __metatable = false,
 })
 FROZEN[VULCAN] = true
