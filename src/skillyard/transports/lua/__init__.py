@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +72,13 @@ class _Plan:
     memory: int
     pool: list[Isolate] | None
     modules: Any
+    budget: float
+    step: int
+    bytecode: bytes | None
+
+
+def _timeout(card: Card, ctx: CallContext | None) -> float:
+    return card.limits.timeout_sec if ctx is None else ctx.deadline - ctx.started
 
 
 class Compiler:
@@ -140,7 +146,11 @@ class LuaTransport:
         self.compiler = Compiler()
         self._pools: dict[tuple[str, str, int], list[Isolate]] = {}
         self._entries: dict[tuple[str, str, str], tuple[Path, str, str | None]] = {}
-        self._plans: weakref.WeakKeyDictionary[Card, _Plan] = weakref.WeakKeyDictionary()
+        self._plans: dict[int, tuple[Card, _Plan]] = {}
+        import lupa.lua54 as lupa
+
+        self._lua_memory_error = lupa.LuaMemoryError
+        self._lua_error = lupa.LuaError
         self.stats = {"isolates": 0, "discarded": 0, "calls": 0}
 
     # -- isolates ----------------------------------------------------------------------------
@@ -198,28 +208,46 @@ class LuaTransport:
     # -- calling ------------------------------------------------------------------------------
 
     def _plan(self, card: Card) -> _Plan:
-        plan = self._plans.get(card)
-        if plan is None:
-            path, rel, fn_key = self._entry(card)
-            memory = (card.limits.memory_mb or self.memory_mb) * MB
-            pool = None
-            if self.isolation_for(card) == "warm":
-                pool = self._pools.setdefault((card.id, card.digest, memory), [])
-            plan = _Plan(path, rel, fn_key, memory, pool, self._modules(card))
-            self._plans[card] = plan
+        # keyed by identity: cards compare by value, which costs a field-by-field __eq__
+        hit = self._plans.get(id(card))
+        if hit is not None and hit[0] is card:
+            return hit[1]
+        path, rel, fn_key = self._entry(card)
+        memory = (card.limits.memory_mb or self.memory_mb) * MB
+        pool = None
+        if self.isolation_for(card) == "warm":
+            pool = self._pools.setdefault((card.id, card.digest, memory), [])
+        budget = card.limits.instructions or self.instructions or math.inf
+        bytecode = self.compiler.compile(path, rel, card.digest) if card.digest else None
+        plan = _Plan(
+            path,
+            rel,
+            fn_key,
+            memory,
+            pool,
+            self._modules(card),
+            budget,
+            int(min(HOOK_STEP, budget)),
+            bytecode,
+        )
+        self._plans[id(card)] = (card, plan)
         return plan
 
     async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
         plan = self._plan(card)
-        bytecode = self.compiler.compile(plan.path, plan.rel, card.digest)
         pool = plan.pool
         iso = pool.pop() if pool else self.new_isolate(plan.memory)
         api: LocalApi = iso.current
         api.state = CallState(card, ctx, plan.modules)
         reusable = False
         try:
-            chunk = iso.chunk(plan.rel, bytecode, plan.rel)
-            values = await self.drive(iso, card, ctx, chunk, plan.fn_key, args)
+            chunk = iso.chunks.get(plan.rel)
+            if chunk is None or plan.bytecode is None:
+                bytecode = plan.bytecode or self.compiler.compile(plan.path, plan.rel)
+                chunk = iso.chunk((plan.rel, bytecode), bytecode, plan.rel)
+                if plan.bytecode is not None:
+                    iso.chunks[plan.rel] = chunk
+            values = await self.drive(iso, card, ctx, chunk, plan.fn_key, args, plan=plan)
             raw = self._result(iso, card, values)
             reusable = True
             return raw
@@ -246,16 +274,17 @@ class LuaTransport:
         env: Any = None,
         code: str | None = None,
         deadline: float | None = None,
+        plan: _Plan | None = None,
     ) -> tuple[Any, ...]:
         """Run one call to completion, answering host requests; returns the Lua results."""
-        import lupa.lua54 as lupa
-
-        budget = card.limits.instructions or self.instructions or math.inf
-        step = int(min(HOOK_STEP, budget))
+        if plan is not None:
+            budget, step = plan.budget, plan.step
+        else:
+            budget = card.limits.instructions or self.instructions or math.inf
+            step = int(min(HOOK_STEP, budget))
         if deadline is None:
             assert ctx is not None
             deadline = ctx.deadline
-        timeout = card.limits.timeout_sec if ctx is None else ctx.deadline - ctx.started
         try:
             lua_args = iso.to_lua(args)
             if env is not None:
@@ -276,16 +305,20 @@ class LuaTransport:
                         str(res[1]),
                         tool=card.name,
                         budget=budget,
-                        timeout=timeout,
+                        timeout=_timeout(card, ctx),
                         memory=iso.memory_limit,
                     )
                 raise self._error(iso, card, res[1])
-        except lupa.LuaMemoryError as exc:
+        except self._lua_memory_error as exc:
             iso.dead = True
             raise limit_error(
-                "memory", tool=card.name, budget=budget, timeout=timeout, memory=iso.memory_limit
+                "memory",
+                tool=card.name,
+                budget=budget,
+                timeout=_timeout(card, ctx),
+                memory=iso.memory_limit,
             ) from exc
-        except lupa.LuaError as exc:
+        except self._lua_error as exc:
             iso.dead = True
             raise TransportError(f"{card.name}: the Lua VM failed: {exc}") from exc
         except UnicodeDecodeError as exc:
@@ -348,6 +381,18 @@ class LuaTransport:
         return SkillError(f"{card.name}: {message}")
 
     def _result(self, iso: Isolate, card: Card, values: tuple[Any, ...]) -> RawResult:
+        if len(values) == 1 and type(values[0]) is not str:
+            try:
+                output = iso.to_py(values[0])
+            except ConversionError as exc:
+                raise SkillError(f"{card.name}: cannot return this value: {exc}") from exc
+            size = len(orjson.dumps(output))
+            if size > card.limits.max_output_bytes:
+                raise OutputTooLarge(
+                    f"{card.name}: output is {size} bytes; "
+                    f"the limit is {card.limits.max_output_bytes}"
+                )
+            return RawResult(output=output)
         content = values[0] if values else None
         overflow = values[1] if len(values) > 1 else None
         hint = values[2] if len(values) > 2 else None

@@ -29,6 +29,7 @@ PATTERN_LIMIT = 20_000_000
 MAX_DEPTH = 100
 API_NAMES = ("json_encode", "json_decode", "path", "runtime", "log", "context", "module")
 _SCALARS = (str, int, bool)
+_NESTED = frozenset((dict, list, tuple))
 
 
 class ConversionError(ValueError):
@@ -169,12 +170,12 @@ class Isolate:
 
     def to_lua(self, value: Any) -> Any:
         """A JSON value as a Lua value (dicts and lists become tables)."""
-        if isinstance(value, dict):
+        if type(value) is dict:
             for v in value.values():
-                if isinstance(v, dict | list | tuple):
+                if type(v) in _NESTED:
                     return self.table_from(value, recursive=True)
             return self.table_from(value)
-        if isinstance(value, list | tuple):
+        if isinstance(value, dict | list | tuple):
             return self.table_from(value, recursive=True)
         return value
 
