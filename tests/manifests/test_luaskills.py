@@ -184,10 +184,11 @@ def test_bad_directory_names_are_refused(tmp_path):
             "anchors and aliases",
         ),
         ("x: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+        ("".join(f"{'  ' * i}k{i}:\n" for i in range(300)), "nested too deeply"),
         ("x: [" + ", ".join(["1"] * 30_000) + "]\n", "YAML nodes"),
         ("x: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
     ],
-    ids=["alias", "billion-laughs", "deep", "wide", "python-tag"],
+    ids=["alias", "billion-laughs", "deep", "deep-blocks", "wide", "python-tag"],
 )
 def test_hostile_yaml_is_refused(tmp_path, text, message):
     with pytest.raises(ManifestError) as info:

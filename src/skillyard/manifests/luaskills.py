@@ -45,6 +45,8 @@ from skillyard.schema import schema_problem
 MAX_ENTRIES = 256
 MAX_PARAMETERS = 128
 MAX_NODES = 20_000
+MAX_DEPTH = 64
+MAX_YAML_BYTES = 256 * 1024
 MAX_SCHEMA_BYTES = 256 * 1024
 ENTRY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -104,18 +106,34 @@ class _Where:
                 raise self.fail(where, f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
+def _prescan(text: str, w: _Where) -> None:
+    """Refuse documents nested deeper than MAX_DEPTH before a parser ever sees them."""
+    depth = deepest = 0
+    for ch in re.sub(r"'[^'\n]*'|\"(?:[^\"\\\n]|\\.)*\"", "", text):
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    indent = max((len(line) - len(line.lstrip(" ")) for line in text.splitlines()), default=0)
+    if deepest > MAX_DEPTH or indent > 4 * MAX_DEPTH:
+        raise w.fail("(syntax)", f"YAML nested too deeply (more than {MAX_DEPTH} levels)")
+
+
 def _parse_yaml(text: str, w: _Where) -> Any:
     import yaml
 
+    _prescan(text, w)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     # Anchors and aliases let a small file expand into a huge tree; LuaSkills manifests
-    # never need them, so they are refused outright, as are very large or deep documents.
+    # never need them, so they are refused outright, as are very large documents.
     try:
-        for nodes, event in enumerate(yaml.parse(text, Loader=yaml.SafeLoader), 1):
+        for nodes, event in enumerate(yaml.parse(text, Loader=loader), 1):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 raise w.fail("(syntax)", "YAML anchors and aliases are not allowed")
             if nodes > MAX_NODES:
                 raise w.fail("(syntax)", f"more than {MAX_NODES} YAML nodes")
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise w.fail("(syntax)", f"not valid YAML: {exc}") from exc
     except RecursionError as exc:
@@ -295,7 +313,7 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
     """Load and fully validate a LuaSkills ``skill.yaml`` package directory."""
     file = path / "skill.yaml"
     w = _Where(str(file))
-    data = _parse_yaml(read_limited(file), w)
+    data = _parse_yaml(read_limited(file, limit=MAX_YAML_BYTES), w)
     w.expect(data, dict, "(document)", "a mapping at the top level")
     w.keys(data, _TOP_KEYS, "")
     skill_id = check_skill_id(path.name, file=w.file, field_path="(directory name)")
