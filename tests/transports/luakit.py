@@ -106,6 +106,13 @@ class DictHost:
                     for p, t in sorted(self.files.items())
                     if p.startswith(prefix) and "/" not in p[len(prefix) :]
                 ]
+        if method == "runtime.info":
+            return {
+                "workspace": "/ws",
+                "cwd": "/skill",
+                "temp_dir": "/tmp/x",
+                "resources_dir": None,
+            }
         if kind == "config":
             key = params.get("key")
             if op == "get":

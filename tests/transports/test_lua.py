@@ -106,9 +106,18 @@ def test_untrusted_roots_default_to_fresh_isolates(tmp_path):
         assert rt.run(transport.health())["isolates"] == 2
 
 
-def test_default_host_denies_vulcan_host_calls(tmp_path):
-    with pytest.raises(PermissionDenied, match=r"config\.get"):
-        run_lua(tmp_path, "return vulcan.config.get('x')")
+def test_undeclared_permissions_are_denied_by_the_host(tmp_path):
+    with pytest.raises(PermissionDenied, match=r"fs\.read_text"):
+        run_lua(tmp_path, "return vulcan.fs.read('main.lua')")
+
+
+def test_without_a_host_api_everything_is_denied(tmp_path):
+    from skillyard.transports.base import DenyAllHost
+
+    with SyncRuntime.memory() as rt:
+        rt.runtime.host_factory = lambda ctx: DenyAllHost(ctx.tool)
+        with pytest.raises(PermissionDenied, match=r"config\.get"):
+            run_lua(tmp_path, "return vulcan.config.get('x')", rt=rt)
 
 
 def test_host_errors_can_be_caught_by_the_skill(tmp_path):
@@ -286,9 +295,9 @@ def test_example_notes_package_with_a_test_host(tmp_path):
         rt.call("lua-notes-add", {"title": "Shopping", "text": "milk and bread"})
         found = rt.call("lua-notes-search", {"query": "lua python", "limit": 1}).output
         summary = rt.call("lua-notes-summarize", {})
-    assert added.output == {"path": "notes/lua-in-python.json", "title": "Lua in Python"}
-    assert added.content == "Saved note 'Lua in Python' as notes/lua-in-python.json"
-    assert "notes/lua-in-python.json" in host.files
+    assert added.output == {"file": "lua-in-python.json", "title": "Lua in Python"}
+    assert added.content == "Saved note 'Lua in Python' as lua-in-python.json"
+    assert "/ws/notes/lua-in-python.json" in host.files
     assert found["method"] == "embedding"
     assert [h["title"] for h in found["hits"]] == ["Lua in Python"]
     assert summary.content == "summary of 2 notes"

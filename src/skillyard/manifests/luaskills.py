@@ -133,7 +133,7 @@ def _parse_yaml(text: str, w: _Where) -> Any:
                 raise w.fail("(syntax)", "YAML anchors and aliases are not allowed")
             if nodes > MAX_NODES:
                 raise w.fail("(syntax)", f"more than {MAX_NODES} YAML nodes")
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        return yaml.load(text, Loader=loader)  # a SafeLoader (C or Python): plain data only
     except yaml.YAMLError as exc:
         raise w.fail("(syntax)", f"not valid YAML: {exc}") from exc
     except RecursionError as exc:

@@ -8,5 +8,5 @@ return function(args)
   local note = {title = args.title, text = args.text, tags = args.tags or {}, saved_at = os.time()}
   vulcan.fs.write(path, vulcan.json.encode(note))
   vulcan.runtime.log("info", "saved", path)
-  return "Saved note '" .. args.title .. "' as " .. path, nil, nil, {path = path, title = args.title}
+  return "Saved note '" .. args.title .. "' as " .. name, nil, nil, {file = name, title = args.title}
 end

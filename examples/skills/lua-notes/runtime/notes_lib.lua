@@ -1,10 +1,12 @@
 -- Helpers shared by the entries (loaded with require, once per call).
 local M = {}
 
+-- Notes live in the runtime workspace: relative host paths resolve against the
+-- skill's own directory, which is read-only here.
 function M.folder()
   local folder = vulcan.config.get("folder")
   if folder == nil or folder == "" then folder = "notes" end
-  return folder
+  return vulcan.path.join(vulcan.runtime.workspace(), folder)
 end
 
 function M.slug(title)

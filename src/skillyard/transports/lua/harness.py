@@ -19,9 +19,9 @@ from __future__ import annotations
 
 HARNESS = r"""
 local now, ENGINE_SRC, MEMCAP, LIMIT, VULCAN_CODE, py_json_encode, py_json_decode, py_path,
-  py_runtime, py_log, py_context, py_module = ...
+  py_log, py_context, py_module = ...
 local PY = {json_encode = py_json_encode, json_decode = py_json_decode, path = py_path,
-            runtime = py_runtime, log = py_log, context = py_context, module = py_module}
+            log = py_log, context = py_context, module = py_module}
 local sethook, setupvalue = debug.sethook, debug.setupvalue
 local G = _G
 local type, error, select, next, pairs, ipairs = type, error, select, next, pairs, ipairs
@@ -496,10 +496,11 @@ for _, f in ipairs({"join", "basename", "dirname", "extname", "normalize", "is_a
   VNS.path[f] = function(...) return after_local(py(f, ...)) end
 end
 VNS.runtime = {}
-for _, f in ipairs({"cwd", "temp_dir", "resources_dir", "skill_dir"}) do
-  local py = PY.runtime
-  VNS.runtime[f] = function() return after_local(py(f)) end
+for _, f in ipairs({"cwd", "temp_dir", "resources_dir", "workspace"}) do
+  VNS.runtime[f] = function() return host("runtime." .. f, "runtime.info", {})[f] end
 end
+VNS.runtime.skill_dir = VNS.runtime.cwd
+VNS.runtime.info = function() return host("runtime.info", "runtime.info", {}) end
 VNS.runtime.log = log
 local VCALL = hostfn("call", "invoke", names("tool", "args"))
 local PROXIES = {}

@@ -27,7 +27,7 @@ MB = 1024 * 1024
 # Above this estimated number of matcher steps a pattern call runs in the hooked Lua engine.
 PATTERN_LIMIT = 20_000_000
 MAX_DEPTH = 100
-API_NAMES = ("json_encode", "json_decode", "path", "runtime", "log", "context", "module")
+API_NAMES = ("json_encode", "json_decode", "path", "log", "context", "module")
 _SCALARS = (str, int, bool)
 _NESTED = frozenset((dict, list, tuple))
 

@@ -1,4 +1,4 @@
-"""The local half of the ``vulcan`` table: json, path, runtime, log, context, require.
+"""The local half of the ``vulcan`` table: json, path, log, context, require.
 
 Everything that touches the world (fs, config, cache, models, host tools,
 ``vulcan.call``) goes through ``ctx.host.dispatch`` as a host request from the
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -71,7 +69,6 @@ class LocalApi:
             "json_encode": self.json_encode,
             "json_decode": self.json_decode,
             "path": self.path,
-            "runtime": self.runtime,
             "log": self.log,
             "context": self.context,
             "module": self.module,
@@ -123,22 +120,7 @@ class LocalApi:
             return _fail("invalid_argument", f"vulcan.path.{name}: wrong number of arguments")
         return _fail("not_supported", f"vulcan.path.{name} is not supported by skillyard")
 
-    # -- runtime ---------------------------------------------------------------------------
-
-    def runtime(self, name: str) -> tuple[Any, ...]:
-        card = self.state.card
-        if card is None or not card.source:
-            return _fail("not_supported", f"vulcan.runtime.{name} needs a skill package")
-        base = Path(card.source)
-        if name in ("cwd", "skill_dir"):
-            return _ok(str(base))
-        if name == "resources_dir":
-            return _ok(str(base / "resources"))
-        if name == "temp_dir":
-            tmp = Path(tempfile.gettempdir()) / "skillyard-lua" / card.id
-            tmp.mkdir(parents=True, exist_ok=True)
-            return _ok(str(tmp))
-        return _fail("not_supported", f"vulcan.runtime.{name} is not supported by skillyard")
+    # -- log, context, require ---------------------------------------------------------
 
     def log(self, level: Any, message: Any) -> tuple[Any, ...]:
         event = {"level": str(level)[:16], "message": str(message)[:MAX_LOG_CHARS]}
