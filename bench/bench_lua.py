@@ -4,6 +4,11 @@ Floors measured in the same run (PERFORMANCE.md):
 - raw lupa call: ``dict(f(rt.table_from(args)).items())`` on one LuaRuntime;
 - new ``LuaRuntime`` + load a small sandbox script + first call.
 
+Times are CPU time of this process per call (``time.process_time_ns``), not wall
+time: on the shared 2-core machines this runs on, wall time mostly measures how
+long the process waited for a core, and that wait inflates a longer call path
+more than the raw floor. Floor and skillyard are measured in interleaved rounds.
+
 Also reported, to document the design of host calls (docs/lua.md): a host call
 answered by yielding the Lua coroutine back to the event loop, against running
 the Lua call in a worker thread that reaches the loop with
@@ -13,11 +18,48 @@ the Lua call in a worker thread that reaches the loop with
 from __future__ import annotations
 
 import asyncio
+import gc
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Report, time_async, time_sync
+from bench.harness import Report
+
+
+def time_sync(fn: Any, *, n: int, batch: int = 1, warmup: int = 100) -> list[float]:
+    """Per-call CPU microseconds of this process (see the module docstring)."""
+    for _ in range(warmup):
+        fn()
+    gc.collect()
+    samples = []
+    for _ in range(max(1, n // batch)):
+        t0 = time.process_time_ns()
+        for _ in range(batch):
+            fn()
+        samples.append((time.process_time_ns() - t0) / 1000 / batch)
+    return samples
+
+
+def time_async(
+    loop: asyncio.AbstractEventLoop, fn: Any, *, n: int, batch: int = 1, warmup: int = 100
+) -> list[float]:
+    """Like :func:`time_sync` for a coroutine function, run inside ``loop``."""
+
+    async def go() -> list[float]:
+        for _ in range(warmup):
+            await fn()
+        gc.collect()
+        samples = []
+        for _ in range(max(1, n // batch)):
+            t0 = time.process_time_ns()
+            for _ in range(batch):
+                await fn()
+            samples.append((time.process_time_ns() - t0) / 1000 / batch)
+        return samples
+
+    return loop.run_until_complete(go())
+
 
 ARGS = {"skill": "echo", "text": "hello world", "n": 42, "flag": True}
 LUA_SKILL = "function(t) return {ok=true, text=t.text, n=t.n+1} end"
