@@ -182,10 +182,16 @@ def _entry(runtime: str, raw: Any, pkg: Path, cx: _Ctx) -> str:
             if arg.startswith(("./", "../")) or (i == 1 and arg.endswith((".py", ".js", ".sh"))):
                 inside(pkg, arg, file=cx.file, field_path=f"entry[{i}]")
         return orjson.dumps(argv).decode()
+    if runtime == "lua":
+        cx.expect(raw, str, "entry", "a Lua file in the package, e.g. 'skill.lua'")
+        target = inside(pkg, raw, file=cx.file, field_path="entry")
+        if target.suffix != ".lua" or not target.is_file():
+            raise cx.fail("entry", f"{raw!r} must be a .lua file in the package")
+        return raw
     if raw is None:
         return ""
     cx.expect(raw, str, "entry", "a string")
-    if runtime in ("lua", "wasm"):
+    if runtime == "wasm":
         inside(pkg, raw, file=cx.file, field_path="entry")
     return raw
 
@@ -299,12 +305,12 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
         output_schema = _schema(m.get("output_schema"), path, cx, f"{mp}.output_schema")
         hidden = cx.expect(m.get("hidden", False), bool, f"{mp}.hidden", "true or false")
         operation = entry
-        if runtime == "python":
+        if runtime in ("python", "lua"):
             handler = cx.expect(
                 m.get("handler", name.replace("-", "_")), str, f"{mp}.handler", "a name"
             )
             if not handler.isidentifier():
-                raise cx.fail(f"{mp}.handler", f"{handler!r} is not a Python identifier")
+                raise cx.fail(f"{mp}.handler", f"{handler!r} is not an identifier")
             operation = f"{entry}:{handler}"
         elif "handler" in m and runtime != "process":
             operation = cx.expect(m["handler"], str, f"{mp}.handler", "a string")
