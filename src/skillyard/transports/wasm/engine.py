@@ -43,11 +43,14 @@ REQUIRED_EXPORTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 class GuestFault(Exception):
     """A trap or an engine error raised while wasm ran; ``kind`` classifies it."""
 
-    def __init__(self, kind: str, message: str, cause: BaseException | None = None) -> None:
+    def __init__(
+        self, kind: str, message: str, cause: BaseException | None = None, code: Any = None
+    ) -> None:
         super().__init__(message)
-        self.kind = kind  # timeout | fuel | stack | trap | host | error
+        self.kind = kind  # timeout | fuel | stack | trap | host | abi | error
         self.message = message
         self.cause = cause
+        self.code = code  # the wasmtime TrapCode, when a trap
 
 
 # -- engines and the epoch ticker ----------------------------------------------------------
@@ -264,6 +267,15 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def trap_message(exc: BaseException) -> str:
+    """The line of a wasmtime trap that says what happened (not the backtrace header)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("wasm trap:"):
+            return ln[len("wasm trap:") :].strip()
+    return lines[-1] if lines else type(exc).__name__
+
+
 # -- the raw call path --------------------------------------------------------------------------
 
 _call = _b._wasmtime_func_call
@@ -283,7 +295,7 @@ def classify(err: Any, trap: Any) -> GuestFault:
     if trap:
         t = wasmtime.Trap._from_ptr(trap)
         code = t.trap_code
-        msg = _first_line(t)
+        msg = trap_message(t)
         if host_exc is not None:
             return GuestFault("host", str(host_exc), host_exc)
         if code == wasmtime.TrapCode.INTERRUPT:
@@ -292,11 +304,11 @@ def classify(err: Any, trap: Any) -> GuestFault:
             return GuestFault("fuel", msg, t)
         if code == wasmtime.TrapCode.STACK_OVERFLOW:
             return GuestFault("stack", msg, t)
-        return GuestFault("trap", msg, t)
+        return GuestFault("trap", msg, t, code)
     e = wasmtime.WasmtimeError._from_ptr(err)
     if host_exc is not None:
         return GuestFault("host", str(host_exc), host_exc)
-    return GuestFault("error", _first_line(e), e)
+    return GuestFault("error", trap_message(e), e)
 
 
 class Bound:

@@ -103,9 +103,11 @@ class Skill:
                 assert isinstance(init, wasmtime.Func)
                 init(store)
         except wasmtime.Trap as exc:
-            raise engine.GuestFault(_trap_kind(exc), engine._first_line(exc), exc) from exc
+            raise engine.GuestFault(
+                _trap_kind(exc), engine.trap_message(exc), exc, exc.trap_code
+            ) from exc
         except wasmtime.WasmtimeError as exc:
-            raise engine.GuestFault("error", engine._first_line(exc), exc) from exc
+            raise engine.GuestFault("error", engine.trap_message(exc), exc) from exc
         bound = engine.Bound(store, instance)
         bound.out = box
         return bound
@@ -421,7 +423,10 @@ class WasmTransport:
             if isinstance(cause, TimeoutError):
                 return SkillTimeout(f"{name}: {cause}")
             return SkillCrashed(f"{name}: a host import failed: {fault.message}")
-        if memory and bound is not None and bound.memory_size() + 65536 > memory:
+        # wasmtime reports no grow failure; an allocator that cannot grow aborts with
+        # `unreachable`, so that trap with memory near the cap is the memory limit.
+        near_cap = memory and bound is not None and bound.memory_size() > memory - max(MIB, memory // 8)
+        if near_cap and fault.code == wasmtime.TrapCode.UNREACHABLE:
             return LimitExceeded(
                 f"{name}: memory limit of {limits.memory_mb} MB reached (the guest trapped: "
                 f"{fault.message}); raise limits.memory_mb or use less memory"
