@@ -57,6 +57,36 @@ def schema_problem(schema: Any) -> str | None:
     return None
 
 
+def _require_object(value: Any) -> None:
+    if type(value) is not dict:
+        raise ValueError("not an object")
+
+
+def _accept(value: Any) -> None:
+    return None
+
+
+# The commonest schemas need no compiled code: "anything" and "some object".
+_TRIVIAL: dict[Any, Callable[[Any], None]] = {
+    True: _accept,
+    (): _accept,
+    (("type", "object"),): _require_object,
+}
+
+
+def _trivial_key(schema: Any) -> Any:
+    if schema is True:
+        return True
+    if isinstance(schema, Mapping) and len(schema) <= 1:
+        key = tuple(schema.items())
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+    return None
+
+
 class Validator:
     """A compiled schema: ``problem(value)`` returns ``None`` or ``(pointer, message)``."""
 
@@ -66,7 +96,10 @@ class Validator:
         self.schema = schema
         self._fast: Callable[[Any], Any] | None = None
         self._full: Any = None
-        if not _uses_2020(schema):
+        trivial = _TRIVIAL.get(_trivial_key(schema))
+        if trivial is not None:
+            self._fast = trivial
+        elif not _uses_2020(schema):
             import fastjsonschema
 
             try:
