@@ -285,9 +285,7 @@ def test_fuel_limit_stops_a_loop(rt, tmp_path):
 
 
 def test_memory_growth_past_the_cap(rt, tmp_path):
-    grow = (
-        "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable"
-    )
+    grow = "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1)))) unreachable"
     tool = _hostile(rt, tmp_path, "hog", "memory_mb = 4", handle=grow)
     with pytest.raises(LimitExceeded, match="memory limit of 4 MB"):
         rt.call(tool)
@@ -311,7 +309,7 @@ def test_trap(rt, tmp_path):
         "trapper",
         handle="(drop (i32.div_u (i32.const 1) (i32.const 0))) (i64.const 0)",
     )
-    with pytest.raises(SkillCrashed, match="trapped: .*divide by zero"):
+    with pytest.raises(SkillCrashed, match=r"trapped: .*divide by zero"):
         rt.call(tool)
     _healthy(rt, tmp_path)
 
@@ -329,7 +327,10 @@ def test_trap_in_a_warm_instance_drops_it(rt, tmp_path):
 
 @pytest.mark.parametrize(
     "packed",
-    ["(i64.const 0x7fff000000000010)", f"(i64.or (i64.shl (i64.const {2 * 65536 - 4}) (i64.const 32)) (i64.const 64))"],
+    [
+        "(i64.const 0x7fff000000000010)",
+        f"(i64.or (i64.shl (i64.const {2 * 65536 - 4}) (i64.const 32)) (i64.const 64))",
+    ],
     ids=["far-away", "straddling-the-end"],
 )
 def test_pointer_outside_memory(rt, tmp_path, packed):
@@ -347,7 +348,7 @@ def test_pointer_outside_memory(rt, tmp_path, packed):
         (response(state=b"\xc1"), "state is not valid msgpack"),
         (response(commands=[{"type": "format_disk"}]), "format_disk"),
         (pack({"version": 1, "payload": b"\xc1"}), "payload is not valid msgpack"),
-        (response(b"raw-bytes"), "not JSON-shaped"),
+        (response(b"\xff\xfe"), "not JSON-shaped"),
     ],
     ids=["garbage", "not-a-map", "bad-state", "bad-command", "bad-payload", "bytes-output"],
 )

@@ -22,7 +22,12 @@ def response(output: Any = None, **fields: Any) -> bytes:
 
 def descriptor(methods: list[dict[str, Any]] | None = None, **fields: Any) -> bytes:
     return pack(
-        {"version": 1, "skill_id": "wat", "methods": [{"name": "run"}] if methods is None else methods, **fields}
+        {
+            "version": 1,
+            "skill_id": "wat",
+            "methods": [{"name": "run"}] if methods is None else methods,
+            **fields,
+        }
     )
 
 
@@ -46,7 +51,9 @@ def wat_guest(
     desc = descriptor() if desc is None else desc
     resp = response({"ok": True}) if resp is None else resp
     assert len(desc) < RESP_AT - DESC_AT and len(resp) < HEAP_AT - RESP_AT
-    handle = handle or f"(i64.or (i64.shl (i64.const {RESP_AT}) (i64.const 32)) (i64.const {len(resp)}))"
+    handle = (
+        handle or f"(i64.or (i64.shl (i64.const {RESP_AT}) (i64.const 32)) (i64.const {len(resp)}))"
+    )
     describe = describe or (
         f"(i64.or (i64.shl (i64.const {DESC_AT}) (i64.const 32)) (i64.const {len(desc)}))"
     )

@@ -209,7 +209,9 @@ def _options(runtime: str, raw: Any, cx: _Ctx, path: str) -> dict[str, Any]:
     return dict(raw)
 
 
-def _wasm_described(path: Path, entry: str, permissions: dict[str, Any], cx: _Ctx) -> dict[str, Any]:
+def _wasm_described(
+    path: Path, entry: str, permissions: dict[str, Any], cx: _Ctx
+) -> dict[str, Any]:
     """Ask the module for its descriptor and check its requirements against the permissions."""
     if not entry:
         raise cx.fail("entry", "a wasm skill needs entry = 'skill.wasm' (a module in the package)")
@@ -218,7 +220,8 @@ def _wasm_described(path: Path, entry: str, permissions: dict[str, Any], cx: _Ct
         from skillyard.transports.wasm import describe as wasm_describe
     except ImportError as exc:
         raise cx.fail(
-            "runtime", f"wasm skills need wasmtime and msgpack: pip install 'skillyard[wasm]' ({exc})"
+            "runtime",
+            f"wasm skills need wasmtime and msgpack: pip install 'skillyard[wasm]' ({exc})",
         ) from exc
     described = wasm_describe(path / entry)
     unmet = abi.unmet_requirements(described, permissions)

@@ -124,7 +124,12 @@ class CommandRunner:
         return await self._run(card, ctx, commands, 0, budget)
 
     async def _run(
-        self, card: Card, ctx: CallContext, commands: list[dict[str, Any]], depth: int, budget: list[int]
+        self,
+        card: Card,
+        ctx: CallContext,
+        commands: list[dict[str, Any]],
+        depth: int,
+        budget: list[int],
     ) -> tuple[Any, str]:
         output: Any = None
         llm = ""
@@ -161,15 +166,18 @@ class CommandRunner:
                 return c
         raise ProtocolError(f"{card.name}: command {kind} names callback {method!r}, not a method")
 
-    async def _call(self, card: Card, ctx: CallContext, tool: str, args: dict[str, Any]) -> Any:
+    async def _call(
+        self, card: Card, ctx: CallContext, tool: str, args: dict[str, Any], *, check: bool = True
+    ) -> Any:
         rt = ctx.runtime
         try:
             target = rt.card(tool, caller=ctx.caller)
         except SkillyardError:
-            target = rt._cards.get(tool)
-            if target is None or not target.hidden:
+            hidden = rt._cards.get(tool)  # hidden methods are callable from another skill
+            if hidden is None or not hidden.hidden:
                 raise
-        refusal = invoke_refusal(card, target)
+            target = hidden
+        refusal = invoke_refusal(card, target) if check else None
         if refusal:
             raise PermissionDenied(f"{card.name}: call_module refused: {refusal}", tool=tool)
         result = await rt.call(tool, args, caller=ctx.caller, parent=ctx)
@@ -211,7 +219,9 @@ class CommandRunner:
             if not isinstance(item, dict):
                 raise ProtocolError(f"command batch_invoke: items[{i}] must be a map")
             index = item.get("index", i)
-            tool = f"{_str(item, 'skill_id', 'batch_invoke')}-{_str(item, 'method', 'batch_invoke')}"
+            tool = (
+                f"{_str(item, 'skill_id', 'batch_invoke')}-{_str(item, 'method', 'batch_invoke')}"
+            )
             args = _args(item.get("payload"), "batch_invoke")
             async with sem:
                 try:
@@ -224,9 +234,7 @@ class CommandRunner:
         callback = _str(p, "callback", "batch_invoke", required=False)
         return callback, {"batch_id": f"{ctx.call_id}-b{next(_ids)}", "items": list(results)}
 
-    async def _emit_event(
-        self, card: Card, ctx: CallContext, p: dict[str, Any]
-    ) -> tuple[str, Any]:
+    async def _emit_event(self, card: Card, ctx: CallContext, p: dict[str, Any]) -> tuple[str, Any]:
         topic = _str(p, "topic", "emit_event")
         payload = p.get("payload")
         if isinstance(payload, bytes | bytearray):
@@ -235,17 +243,15 @@ class CommandRunner:
         rt = ctx.runtime
         rows = rt.store.query("SELECT tool FROM wasm_subscriptions WHERE topic=?", (topic,))
         for (tool,) in rows:
-            if tool.startswith(f"{card.id}-") or tool not in rt._cards:
+            if tool not in rt._cards:
                 continue
-            try:
-                await self._call(card, ctx, tool, {"topic": topic, "payload": payload})
+            try:  # a subscriber opted in, so no invoke grant is needed; the pipeline still runs
+                await self._call(card, ctx, tool, {"topic": topic, "payload": payload}, check=False)
             except SkillyardError as exc:
                 ctx.emit("event_delivery_failed", topic=topic, tool=tool, error=exc.to_dict())
         return "", None
 
-    async def _subscribe(
-        self, card: Card, ctx: CallContext, p: dict[str, Any]
-    ) -> tuple[str, Any]:
+    async def _subscribe(self, card: Card, ctx: CallContext, p: dict[str, Any]) -> tuple[str, Any]:
         topic = _str(p, "topic", "subscribe")
         method = _str(p, "method", "subscribe")
         target = self._own_card(card, method, "subscribe")

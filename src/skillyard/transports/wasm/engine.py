@@ -347,7 +347,7 @@ class Bound:
             assert isinstance(func, wasmtime.Func)
             params = (_b.wasmtime_val_t * max(2, n_in))()
             for i in range(n_in):
-                params[i].kind = _I32
+                params[i].kind = _I32  # type: ignore[assignment]
             results = (_b.wasmtime_val_t * max(1, n_out))()
             keep.extend((func, params, results))
             return _byref(func._func), params, results, (params[0].of, params[1].of)

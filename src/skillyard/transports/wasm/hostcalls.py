@@ -29,12 +29,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import wasmtime
+
 from skillyard.errors import SkillyardError
 from skillyard.transports.wasm import abi
 
 if TYPE_CHECKING:
-    import wasmtime
-
     from skillyard.transports.base import CallContext
 
 MAX_HOST_REQUEST = 4 * 1024 * 1024
@@ -97,7 +97,9 @@ def _shell_result(r: Any) -> Any:
 
 IMPORTS: dict[str, ImportSpec] = {
     "fs_read": ImportSpec(
-        "fs.read_bytes", lambda p: {"path": p.get("path")}, lambda r: {"content": _unb64(r.get("data_b64"))}
+        "fs.read_bytes",
+        lambda p: {"path": p.get("path")},
+        lambda r: {"content": _unb64(r.get("data_b64"))},
     ),
     "fs_write": ImportSpec(
         "fs.write_bytes",
@@ -118,7 +120,9 @@ IMPORTS: dict[str, ImportSpec] = {
         "fs.mkdir", lambda p: {"path": p.get("path"), "parents": True}, lambda r: {}
     ),
     "fs_delete": ImportSpec(
-        "fs.remove", lambda p: {"path": p.get("path"), "recursive": bool(p.get("recursive"))}, lambda r: {}
+        "fs.remove",
+        lambda p: {"path": p.get("path"), "recursive": bool(p.get("recursive"))},
+        lambda r: {},
     ),
     "fs_copy": ImportSpec(
         "fs.copy", lambda p: {"src": p.get("src"), "dst": p.get("dst")}, lambda r: {}
@@ -182,7 +186,9 @@ IMPORTS: dict[str, ImportSpec] = {
         "kv.put", lambda p: {k: p[k] for k in ("key", "value", "ttl_sec") if k in p}, lambda r: {}
     ),
     "invoke": ImportSpec(
-        "invoke", lambda p: {"tool": p.get("tool"), "args": p.get("args") or {}}, lambda r: {"result": r}
+        "invoke",
+        lambda p: {"tool": p.get("tool"), "args": p.get("args") or {}},
+        lambda r: {"result": r},
     ),
     "log_write": ImportSpec(None, _same, _same),
     "time_now": ImportSpec(None, _same, _same),
@@ -318,7 +324,9 @@ def make_import(name: str) -> Callable[..., int]:
         try:
             mem = caller.get("memory")
             alloc = caller.get("skill_alloc")
-            size = mem.data_len(caller)  # type: ignore[union-attr]
+            if not isinstance(mem, wasmtime.Memory) or not isinstance(alloc, wasmtime.Func):
+                raise abi.AbiViolation(f"env.{name}: the caller exports no memory or skill_alloc")
+            size = mem.data_len(caller)
             ptr &= 0xFFFFFFFF
             length &= 0xFFFFFFFF
             if length > MAX_HOST_REQUEST or ptr + length > size:
@@ -326,7 +334,7 @@ def make_import(name: str) -> Callable[..., int]:
                     f"env.{name}: request bytes {ptr}..{ptr + length} are outside the "
                     f"{size}-byte memory (or over {MAX_HOST_REQUEST} bytes)"
                 )
-            raw = mem.read(caller, ptr, ptr + length) if length else b""  # type: ignore[union-attr]
+            raw = bytes(mem.read(caller, ptr, ptr + length)) if length else b""
             params = abi.unpack(raw, f"env.{name} request") if raw else {}
             if not isinstance(params, dict):
                 raise abi.AbiViolation(f"env.{name}: the request must be a msgpack map")
@@ -337,11 +345,11 @@ def make_import(name: str) -> Callable[..., int]:
             except Exception as exc:  # a host bug is reported to the guest, not raised through it
                 answer = {"error": f"{type(exc).__name__}: {exc}", "code": "host_error"}
             out = abi.pack(answer)
-            optr = alloc(caller, len(out)) & 0xFFFFFFFF  # type: ignore[operator]
-            size = mem.data_len(caller)  # type: ignore[union-attr]
+            optr = alloc(caller, len(out)) & 0xFFFFFFFF
+            size = mem.data_len(caller)
             if optr <= 0 or optr + len(out) > size:
                 raise abi.AbiViolation(f"skill_alloc({len(out)}) returned {optr}, outside memory")
-            mem.write(caller, out, optr)  # type: ignore[union-attr]
+            mem.write(caller, out, optr)
             return (optr << 32) | len(out)
         except BaseException as exc:
             state.fatal = exc

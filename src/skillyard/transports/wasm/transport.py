@@ -204,9 +204,21 @@ def describe(path: str | Path) -> dict[str, Any]:
             hostcalls.leave(prev)
         return abi.parse_descriptor(data)
     except engine.GuestFault as exc:
-        raise ManifestError(f"skill_describe() failed: {exc.kind}: {exc.message}", file=str(p)) from exc
+        raise ManifestError(
+            f"skill_describe() failed: {exc.kind}: {exc.message}", file=str(p)
+        ) from exc
     except (ValueError, abi.AbiViolation) as exc:
         raise ManifestError(str(exc), file=str(p)) from exc
+
+
+def _textual(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, list):
+        return [_textual(v) for v in value]
+    if isinstance(value, dict):
+        return {_textual(k): _textual(v) for k, v in value.items()}
+    return value
 
 
 class WasmTransport:
@@ -288,9 +300,7 @@ class WasmTransport:
             llm_context = llm2 or llm_context
         return RawResult(output=output, llm_context=llm_context or None)
 
-    async def invoke(
-        self, card: Card, method: str, payload: Any, ctx: CallContext
-    ) -> abi.Response:
+    async def invoke(self, card: Card, method: str, payload: Any, ctx: CallContext) -> abi.Response:
         """One ``skill_handle`` round trip for ``method`` (commands are not run here)."""
         skill = self.skill_for(card)
         parent = ctx.parent
@@ -324,11 +334,15 @@ class WasmTransport:
         if resp.output is not None:
             try:
                 size = len(orjson.dumps(resp.output))
-            except TypeError as exc:
-                raise ProtocolError(
-                    f"{card.name}: the payload is not JSON-shaped ({exc}); return strings, "
-                    "numbers, booleans, arrays and maps with string keys"
-                ) from exc
+            except TypeError:
+                try:  # msgpack bin that is UTF-8 text is read as a string
+                    resp.output = _textual(resp.output)
+                    size = len(orjson.dumps(resp.output))
+                except (TypeError, UnicodeDecodeError) as exc:
+                    raise ProtocolError(
+                        f"{card.name}: the payload is not JSON-shaped ({exc}); return strings, "
+                        "numbers, booleans, arrays and maps with string keys"
+                    ) from exc
             if size > card.limits.max_output_bytes:
                 raise OutputTooLarge(
                     f"{card.name}: output is {size} bytes; the limit is {card.limits.max_output_bytes}"
@@ -425,7 +439,9 @@ class WasmTransport:
             return SkillCrashed(f"{name}: a host import failed: {fault.message}")
         # wasmtime reports no grow failure; an allocator that cannot grow aborts with
         # `unreachable`, so that trap with memory near the cap is the memory limit.
-        near_cap = memory and bound is not None and bound.memory_size() > memory - max(MIB, memory // 8)
+        near_cap = (
+            memory and bound is not None and bound.memory_size() > memory - max(MIB, memory // 8)
+        )
         if near_cap and fault.code == wasmtime.TrapCode.UNREACHABLE:
             return LimitExceeded(
                 f"{name}: memory limit of {limits.memory_mb} MB reached (the guest trapped: "
