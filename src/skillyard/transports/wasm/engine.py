@@ -112,6 +112,7 @@ def engine(fuel: bool = False) -> wasmtime.Engine:
             cfg.epoch_interruption = True
             cfg.max_wasm_stack = STACK_BYTES
             cfg.consume_fuel = fuel
+            cfg.memory_may_move = False  # Bound caches the base address of linear memory
             e = wasmtime.Engine(cfg)
             TICKER.add_engine(e)
             _engines[fuel] = e
@@ -311,46 +312,72 @@ def classify(err: Any, trap: Any) -> GuestFault:
     return GuestFault("error", trap_message(e), e)
 
 
+_export_get = _b._wasmtime_instance_export_get
+_EXTERN_FUNC = _f.WASMTIME_EXTERN_FUNC.value
+_EXTERN_MEMORY = _f.WASMTIME_EXTERN_MEMORY.value
+
+
+def _export(ctx: Any, instance: Any, name: str, kind: int) -> Any:
+    """Look one export up through the C API (wasmtime-py's ``exports()`` builds them all)."""
+    ext = _b.wasmtime_extern_t()
+    raw = name.encode()
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    if not _export_get(ctx, _byref(instance), buf, len(raw), _byref(ext)) or ext.kind != kind:
+        return None
+    return ext.of.func if kind == _EXTERN_FUNC else ext.of.memory
+
+
 class Bound:
-    """One instance's ABI exports, callable without wasmtime-py's generic machinery."""
+    """One instance's ABI exports, callable without wasmtime-py's generic machinery.
+
+    Linear memory never moves (the engine sets ``memory_may_move = False``), so
+    its base address is read once; its size is re-read only when a range does
+    not fit the last size seen (memory only grows).
+    """
 
     __slots__ = (
+        "_base",
         "_ctx",
         "_keep",
         "_mem",
+        "_size",
         "_trap",
-        "_trapref",
         "alloc",
         "describe",
         "free",
         "handle",
+        "init",
         "out",
         "store",
     )
 
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
         ctx = store._context()
-        exports = instance.exports(store)
-        mem = exports["memory"]
-        assert isinstance(mem, wasmtime.Memory)
+        inst = instance._instance
+        mem = _export(ctx, inst, "memory", _EXTERN_MEMORY)
+        if mem is None:
+            raise GuestFault("abi", "the module exports no memory")
         self.store = store
         self.out: Any = None  # where WASI stdout/stderr of this store goes (see transport)
         self._ctx = ctx
-        self._mem = _byref(mem._memory)
+        self._mem = _byref(mem)
+        self._base = ctypes.addressof(_mem_data(ctx, self._mem).contents)
+        self._size = int(_mem_size(ctx, self._mem))
         trap = ctypes.POINTER(_b.wasm_trap_t)()
         self._trap = trap
-        self._trapref = trapref = _byref(trap)
+        trapref = _byref(trap)
         keep: list[Any] = [store, instance, mem]
 
         def prep(name: str, n_in: int, n_out: int) -> tuple[Any, Any, Any, Any]:
-            func = exports[name]
-            assert isinstance(func, wasmtime.Func)
+            func = _export(ctx, inst, name, _EXTERN_FUNC)
+            if func is None:
+                return None, None, None, (None, None)
             params = (_b.wasmtime_val_t * max(2, n_in))()
             for i in range(n_in):
                 params[i].kind = _I32  # type: ignore[assignment]
             results = (_b.wasmtime_val_t * max(1, n_out))()
             keep.extend((func, params, results))
-            return _byref(func._func), params, results, (params[0].of, params[1].of)
+            return _byref(func), params, results, (params[0].of, params[1].of)
 
         fa, pa, ra, (a0, _a1) = prep("skill_alloc", 1, 1)
         ra0 = ra[0].of
@@ -390,7 +417,18 @@ class Bound:
                 raise classify(err, trap)
             return rd0.i64 & 0xFFFFFFFFFFFFFFFF
 
+        fi, pi, ri, _ = prep("_initialize", 0, 0)
+
+        def init() -> None:
+            """Run the WASI reactor initialiser when the module has one."""
+            if fi is None:
+                return
+            err = _call(ctx, fi, pi, 0, ri, 0, trapref)
+            if err or trap:
+                raise classify(err, trap)
+
         self.alloc, self.handle, self.free, self.describe = alloc, handle, free, describe
+        self.init = init
         self._keep = keep
 
     def set_deadline(self, seconds: float) -> None:
@@ -398,26 +436,28 @@ class Bound:
         _set_deadline(self._ctx, deadline_ticks(seconds))
 
     def memory_size(self) -> int:
-        return int(_mem_size(self._ctx, self._mem))
+        self._size = int(_mem_size(self._ctx, self._mem))
+        return self._size
+
+    def _fits(self, ptr: int, n: int) -> bool:
+        if ptr + n <= self._size:
+            return True
+        return ptr + n <= self.memory_size()
 
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` into linear memory at ``ptr`` (bounds-checked)."""
         n = len(data)
-        size = _mem_size(self._ctx, self._mem)
-        if ptr <= 0 or ptr + n > size:
+        if ptr <= 0 or not self._fits(ptr, n):
             raise GuestFault(
-                "abi", f"skill_alloc returned {ptr}, no room for {n} bytes in {size} bytes"
+                "abi", f"skill_alloc returned {ptr}, no room for {n} bytes in {self._size} bytes"
             )
-        base = ctypes.addressof(_mem_data(self._ctx, self._mem).contents)
-        _memmove(base + ptr, data, n)
+        _memmove(self._base + ptr, data, n)
 
     def read(self, ptr: int, n: int) -> bytes:
         """Copy ``n`` bytes out of linear memory (bounds-checked)."""
-        size = _mem_size(self._ctx, self._mem)
-        if ptr < 0 or n < 0 or ptr + n > size:
+        if ptr < 0 or n < 0 or not self._fits(ptr, n):
             raise GuestFault(
                 "abi",
-                f"the guest returned bytes {ptr}..{ptr + n}, outside its {size}-byte memory",
+                f"the guest returned bytes {ptr}..{ptr + n}, outside its {self._size}-byte memory",
             )
-        base = ctypes.addressof(_mem_data(self._ctx, self._mem).contents)
-        return _string_at(base + ptr, n)
+        return _string_at(self._base + ptr, n)

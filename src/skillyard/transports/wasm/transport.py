@@ -72,7 +72,6 @@ class Skill:
     def __init__(self, compiled: engine.Compiled, *, threaded: bool) -> None:
         self.compiled = compiled
         self.pre = _linker(compiled.fuel).instantiate_pre(compiled.module)
-        self.has_init = any(e.name == "_initialize" for e in compiled.module.exports)
         # A dispatching host import blocks on the event loop, so it cannot run on it.
         self.threaded = threaded or bool(compiled.host_imports - hostcalls.LOCAL_IMPORTS)
         self.warm: engine.Bound | None = None
@@ -98,10 +97,6 @@ class Skill:
         store.set_epoch_deadline(engine.deadline_ticks(timeout))
         try:
             instance = self.pre.instantiate(store)
-            if self.has_init:
-                init = instance.exports(store)["_initialize"]
-                assert isinstance(init, wasmtime.Func)
-                init(store)
         except wasmtime.Trap as exc:
             raise engine.GuestFault(
                 _trap_kind(exc), engine.trap_message(exc), exc, exc.trap_code
@@ -110,6 +105,7 @@ class Skill:
             raise engine.GuestFault("error", engine.trap_message(exc), exc) from exc
         bound = engine.Bound(store, instance)
         bound.out = box
+        bound.init()
         return bound
 
 
