@@ -50,7 +50,7 @@ def pack(value: Any) -> bytes:
     if packer is None:
         packer = _local.packer = msgpack.Packer(use_bin_type=True)
     try:
-        return packer.pack(value)  # type: ignore[no-any-return]
+        return packer.pack(value)
     except BaseException:
         packer.reset()
         raise
