@@ -376,3 +376,48 @@ def test_huge_response_length_is_refused_before_reading(rt, tmp_path):
     )
     with pytest.raises(OutputTooLarge, match="100000 bytes"):
         rt.call(tool)
+
+
+def test_host_import_with_a_pointer_outside_memory(rt, tmp_path):
+    call = "(drop (call $log (i32.const 0x7ffffff0) (i32.const 64))) (i64.const 0)"
+    tool = _hostile(
+        rt,
+        tmp_path,
+        "badptr",
+        imports='(import "env" "log_write" (func $log (param i32 i32) (result i64)))',
+        handle=call,
+    )
+    with pytest.raises(ProtocolError, match=r"env\.log_write: request bytes .* outside"):
+        rt.call(tool)
+    _healthy(rt, tmp_path)
+
+
+def test_host_import_with_garbage_msgpack(rt, tmp_path):
+    call = f"(drop (call $log (i32.const {8192}) (i32.const 3))) (i64.const 0)"
+    tool = _hostile(
+        rt,
+        tmp_path,
+        "badreq",
+        resp=b"\xc1\xc1\xc1",
+        imports='(import "env" "log_write" (func $log (param i32 i32) (result i64)))',
+        handle=call,
+    )
+    with pytest.raises(ProtocolError, match=r"env\.log_write request is not valid msgpack"):
+        rt.call(tool)
+    _healthy(rt, tmp_path)
+
+
+def test_example_tally_skill(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "examples" / "skills" / "tally"
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(example)
+        assert rt.card("tally-count").input_schema["required"] == ["text"]
+        out = rt.call("tally-count", {"text": "The cat and the hat.\nThe end, the END!"}).output
+        assert out["words"] == 9 and out["lines"] == 2 and out["distinct"] == 5
+        assert out["top"][:2] == [{"word": "the", "count": 4}, {"word": "end", "count": 2}]
+        rt.call("tally-count", {"text": "héllo wörld héllo"})
+        assert rt.call("tally-totals").output == {"documents": 2, "words": 12}
+        rt.call("tally-reset")
+        assert rt.call("tally-totals").output == {"documents": 0, "words": 0}
+        with pytest.raises(InvalidArguments):
+            rt.call("tally-count", {})
