@@ -170,8 +170,16 @@ class Runtime:
             getattr(importlib.import_module(module), func)(self)
 
     def load_roots(self, roots: RootDirs) -> Discovery:
-        """Discover packages under ``roots`` and register them (problems are kept, not raised)."""
-        found = discover(roots)
+        """Discover packages under ``roots`` and register them (problems are kept, not raised).
+
+        A runtime with a home keeps a warm index of validated packages (skillyard.index).
+        """
+        index = None
+        if self.home is not None:
+            from skillyard.index import PackageIndex
+
+            index = PackageIndex(self.store)
+        found = discover(roots, index=index)
         self.problems.extend(found.problems)
         for pkg in found.packages.values():
             self._register(pkg)

@@ -44,12 +44,51 @@ def pointer(path: Any) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
-def schema_problem(schema: Any) -> str | None:
-    """Why ``schema`` is not a valid Draft 2020-12 schema, or ``None`` if it is."""
-    import jsonschema
+# Keywords whose meaning differs between Draft-07 and Draft 2020-12: a schema using
+# one of them always gets the authoritative 2020-12 meta-schema check.
+_DRAFT_SENSITIVE = frozenset({"items", "additionalItems", "dependencies", "$recursiveRef"})
+_meta_fast: Callable[[Any], Any] | None = None
 
+
+def _uses_sensitive(schema: Any) -> bool:
+    if isinstance(schema, Mapping):
+        if isinstance(schema.get("items"), list) or _DRAFT_SENSITIVE.difference({"items"}) & set(
+            schema
+        ):
+            return True
+        return any(_uses_sensitive(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_uses_sensitive(v) for v in schema)
+    return False
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` is not a valid Draft 2020-12 schema, or ``None`` if it is.
+
+    The meta-schema check with ``jsonschema`` costs ~5 ms per schema (measured: 26 s to
+    load 1,000 packages). Schemas that pass a compiled Draft-07 meta-schema and use no
+    keyword whose meaning changed are accepted on that check (~0.1 ms); everything else,
+    and every failure, gets the authoritative Draft 2020-12 check and its message.
+    """
+    global _meta_fast
     if not isinstance(schema, Mapping | bool):
         return f"a schema must be an object or a boolean, not {type(schema).__name__}"
+    if not _uses_2020(schema) and not _uses_sensitive(schema):
+        import fastjsonschema
+
+        if _meta_fast is None:
+            import jsonschema
+
+            _meta_fast = fastjsonschema.compile(
+                jsonschema.Draft7Validator.META_SCHEMA, use_default=False
+            )
+        try:
+            _meta_fast(schema)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            pass
+    import jsonschema
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
