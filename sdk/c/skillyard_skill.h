@@ -293,14 +293,19 @@ __attribute__((export_name("skill_describe"))) uint64_t skill_describe(void) {
     return sk_packed(&w);
 }
 
-static inline void sk_take(sk_reader m, const char *key, const uint8_t **p, uint32_t *n) {
-    sk_reader v;
-    *p = (const uint8_t *)"";
-    *n = 0;
-    if (sk_find(m, key, &v)) {
-        if (*v.p == 0xc0) return; /* nil */
-        sk_r_bytes(&v, p, n);
-    }
+static inline int sk_key_is(const uint8_t *k, uint32_t n, const char *name) {
+    uint32_t len = (uint32_t)strlen(name);
+    return n == len && memcmp(k, name, len) == 0;
+}
+
+/* Reads a str/bin value (nil reads as empty); any other type leaves it empty. */
+static inline void sk_take(sk_reader *v, const uint8_t **p, uint32_t *n) {
+    if (v->p < v->end && *v->p == 0xc0) { v->p++; return; }
+    const uint8_t *s;
+    uint32_t len;
+    sk_reader probe = *v;
+    if (sk_r_bytes(&probe, &s, &len)) { *p = s; *n = len; *v = probe; }
+    else sk_r_skip(v);
 }
 
 __attribute__((export_name("skill_handle"))) uint64_t skill_handle(uint32_t ptr, uint32_t len) {
@@ -308,21 +313,33 @@ __attribute__((export_name("skill_handle"))) uint64_t skill_handle(uint32_t ptr,
     sk_response res;
     memset(&req, 0, sizeof req);
     memset(&res, 0, sizeof res);
+    req.method = req.skill_id = req.caller_id = req.state = req.payload = (const uint8_t *)"";
+    /* One pass over the request map: each field is read where it is found. */
     sk_reader m = sk_reader_of((const void *)(uintptr_t)ptr, len);
-    sk_take(m, "method", &req.method, &req.method_len);
-    sk_take(m, "skill_id", &req.skill_id, &req.skill_id_len);
-    sk_take(m, "caller_id", &req.caller_id, &req.caller_id_len);
-    sk_take(m, "state", &req.state, &req.state_len);
-    sk_take(m, "payload", &req.payload, &req.payload_len);
-    sk_reader d;
-    if (sk_find(m, "deadline_ns", &d)) sk_r_int(&d, &req.deadline_ns);
+    uint32_t fields = 0;
+    sk_r_map(&m, &fields);
+    for (uint32_t i = 0; i < fields && !m.err; i++) {
+        const uint8_t *k;
+        uint32_t kn;
+        if (!sk_r_bytes(&m, &k, &kn)) break;
+        if (sk_key_is(k, kn, "method")) sk_take(&m, &req.method, &req.method_len);
+        else if (sk_key_is(k, kn, "payload")) sk_take(&m, &req.payload, &req.payload_len);
+        else if (sk_key_is(k, kn, "state")) sk_take(&m, &req.state, &req.state_len);
+        else if (sk_key_is(k, kn, "skill_id")) sk_take(&m, &req.skill_id, &req.skill_id_len);
+        else if (sk_key_is(k, kn, "caller_id")) sk_take(&m, &req.caller_id, &req.caller_id_len);
+        else if (sk_key_is(k, kn, "deadline_ns")) sk_r_int(&m, &req.deadline_ns);
+        else sk_r_skip(&m);
+    }
     if (!req.method_len) sk_fail(&res, "malformed InvokeRequest: no method");
     else skill_on_call(&req, &res);
 
     sk_writer w = {0};
-    uint32_t fields = 2 + (res.error[0] != 0) + (res.state || res.clear_state) +
+    uint32_t out_fields = 2 + (res.error[0] != 0) + (res.state || res.clear_state) +
                       (res.n_commands > 0) + (res.llm_context != 0);
-    sk_w_map(&w, fields);
+    w.cap = res.payload.len + res.state_len + res.commands.len + 64; /* one allocation */
+    w.buf = (uint8_t *)malloc(w.cap);
+    if (!w.buf) w.cap = 0;
+    sk_w_map(&w, out_fields);
     sk_w_cstr(&w, "version");
     sk_w_int(&w, 1);
     sk_w_cstr(&w, "payload");

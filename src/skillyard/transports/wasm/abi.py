@@ -56,10 +56,13 @@ def pack(value: Any) -> bytes:
         raise
 
 
+_unpackb = msgpack.unpackb
+
+
 def unpack(data: bytes, what: str) -> Any:
     """Decode one msgpack value, refusing trailing bytes and non-string map keys."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+        return _unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise AbiViolation(f"{what} is not valid msgpack ({type(exc).__name__}: {exc})") from exc
 
@@ -144,20 +147,36 @@ class Response:
 
 def decode_response(data: bytes) -> Response:
     """Decode and check an ``InvokeResponse`` (state ``None`` means "keep the current state")."""
-    d = _map(unpack(data, "InvokeResponse"), "InvokeResponse")
-    version = d.get("version", ABI_VERSION)
-    if version not in (0, ABI_VERSION):
+    d = unpack(data, "InvokeResponse")
+    if type(d) is not dict:
+        raise AbiViolation(f"InvokeResponse must be a msgpack map, got {type(d).__name__}")
+    get = d.get
+    version = get("version", ABI_VERSION)
+    if version != ABI_VERSION and version != 0:
         raise AbiViolation(f"InvokeResponse.version {version!r} is not supported (expected 1)")
-    raw_payload = _bytes(d, "payload", "InvokeResponse")
+    raw_payload = get("payload")
+    if type(raw_payload) is not bytes:
+        raw_payload = _bytes(d, "payload", "InvokeResponse")
     output = unpack(raw_payload, "InvokeResponse.payload") if raw_payload else None
     state: bytes | None = None
-    if "state" in d and d["state"] is not None:
+    if get("state") is not None:
         state = _bytes(d, "state", "InvokeResponse")
         if len(state) > MAX_STATE_BYTES:
             raise AbiViolation(f"state is {len(state)} bytes; the limit is {MAX_STATE_BYTES}")
         if state:
             check_state(state)
-    commands_raw = d.get("commands") or []
+    commands: list[dict[str, Any]] = []
+    commands_raw = get("commands")
+    if commands_raw:
+        commands = _commands(commands_raw)
+    error = get("error") or ""
+    llm_context = get("llm_context") or ""
+    if type(error) is not str or type(llm_context) is not str:
+        raise AbiViolation("InvokeResponse.error and .llm_context must be strings")
+    return Response(output, state, error, commands, llm_context)
+
+
+def _commands(commands_raw: Any) -> list[dict[str, Any]]:
     if not isinstance(commands_raw, list):
         raise AbiViolation("InvokeResponse.commands must be an array")
     if len(commands_raw) > MAX_COMMANDS:
@@ -172,13 +191,7 @@ def decode_response(data: bytes) -> Response:
             )
         payload = cm.get("payload") or {}
         commands.append({"type": kind, "payload": _map(payload, f"commands[{i}].payload")})
-    return Response(
-        output,
-        state,
-        _str(d, "error", "InvokeResponse"),
-        commands,
-        _str(d, "llm_context", "InvokeResponse"),
-    )
+    return commands
 
 
 def check_state(state: bytes) -> None:

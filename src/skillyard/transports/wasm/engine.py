@@ -19,6 +19,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,21 +79,22 @@ class _Ticker:
                     target=self._run, name="skillyard-wasm-epoch", daemon=True
                 )
                 self._thread.start()
-        self._wake.set()
+        if not self._wake.is_set():  # the ticker clears it only under the lock, when idle
+            self._wake.set()
 
     def leave(self) -> None:
         with self._lock:
             self._active -= 1
-            if self._active <= 0:
-                self._active = 0
-                self._wake.clear()
 
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            threading.Event().wait(TICK_SEC)
+            time.sleep(TICK_SEC)
             for engine in tuple(self._engines):
                 engine.increment_epoch()
+            with self._lock:
+                if self._active <= 0:
+                    self._wake.clear()
 
 
 TICKER = _Ticker()
@@ -348,6 +350,8 @@ class Bound:
         "handle",
         "init",
         "out",
+        "req_cap",
+        "req_ptr",
         "store",
     )
 
@@ -359,6 +363,8 @@ class Bound:
             raise GuestFault("abi", "the module exports no memory")
         self.store = store
         self.out: Any = None  # where WASI stdout/stderr of this store goes (see transport)
+        self.req_ptr = 0  # a request buffer kept for reuse by a warm instance
+        self.req_cap = 0
         self._ctx = ctx
         self._mem = _byref(mem)
         self._base = ctypes.addressof(_mem_data(ctx, self._mem).contents)
@@ -430,6 +436,18 @@ class Bound:
         self.alloc, self.handle, self.free, self.describe = alloc, handle, free, describe
         self.init = init
         self._keep = keep
+
+    def request_buffer(self, n: int) -> int:
+        """A guest buffer of at least ``n`` bytes for requests, reused while it is big enough."""
+        if n <= self.req_cap:
+            return self.req_ptr
+        if self.req_ptr:
+            old, self.req_ptr, self.req_cap = self.req_ptr, 0, 0
+            self.free(old)
+        cap = max(n, 1024)
+        self.req_ptr = self.alloc(cap)
+        self.req_cap = cap
+        return self.req_ptr
 
     def set_deadline(self, seconds: float) -> None:
         """Trap with an interrupt once ``seconds`` of epoch ticks have passed."""

@@ -43,6 +43,7 @@ _STATE_SQL = [
     "CREATE TABLE wasm_state (skill_id TEXT PRIMARY KEY, state BLOB NOT NULL, updated REAL NOT NULL)",
 ]
 
+_NO_STATE = hostcalls.CallState(None, None)
 _linkers: dict[bool, tuple[wasmtime.Linker, wasmtime.FuncType]] = {}
 _linker_lock = threading.Lock()
 
@@ -74,6 +75,8 @@ class Skill:
         self.pre = _linker(compiled.fuel).instantiate_pre(compiled.module)
         # A dispatching host import blocks on the event loop, so it cannot run on it.
         self.threaded = threaded or bool(compiled.host_imports - hostcalls.LOCAL_IMPORTS)
+        # No imports at all: nothing can reach the call state, so the hot path skips it.
+        self.plain = not compiled.host_imports and not compiled.uses_wasi
         self.warm: engine.Bound | None = None
         self.warm_lock = threading.Lock()
 
@@ -225,6 +228,7 @@ class WasmTransport:
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime
         self._skills: dict[tuple[str, bool, bool], Skill] = {}
+        self._by_card: dict[Card, Skill] = {}  # cards hash by identity
         self._state: dict[str, bytes] = {}
         self._commands = CommandRunner(self)
         self.calls = 0
@@ -234,6 +238,14 @@ class WasmTransport:
     # -- loading ----------------------------------------------------------------------------
 
     def skill_for(self, card: Card) -> Skill:
+        hit = self._by_card.get(card)
+        if hit is not None:
+            return hit
+        skill = self._load(card)
+        self._by_card[card] = skill
+        return skill
+
+    def _load(self, card: Card) -> Skill:
         fuel = card.limits.instructions is not None
         threaded = bool(card.options.get("thread"))
         key = (card.source or "", fuel, threaded)
@@ -300,6 +312,7 @@ class WasmTransport:
         """One ``skill_handle`` round trip for ``method`` (commands are not run here)."""
         skill = self.skill_for(card)
         parent = ctx.parent
+        remaining = ctx.remaining
         request = abi.encode_request(
             request_id=ctx.call_id,
             trace_id=(parent.call_id if parent is not None else ctx.call_id),
@@ -309,18 +322,23 @@ class WasmTransport:
             caller_id=parent.card.id if parent is not None else "",
             state=self.state_of(card.id),
             payload=payload,
-            deadline_ns=time.time_ns() + int(ctx.remaining * 1e9),
+            deadline_ns=time.time_ns() + int(remaining * 1e9),
         )
         self.calls += 1
-        try:
-            if skill.threaded:
-                state = hostcalls.CallState(ctx, asyncio.get_running_loop())
+        if skill.plain:  # no imports: nothing to bridge, nothing to log
+            data = self._run(skill, card, request, ctx, _NO_STATE)
+        elif skill.threaded:
+            state = hostcalls.CallState(ctx, asyncio.get_running_loop())
+            try:
                 data = await asyncio.to_thread(self._run, skill, card, request, ctx, state)
-            else:
-                state = hostcalls.CallState(ctx, None)
+            finally:
+                state.flush()
+        else:
+            state = hostcalls.CallState(ctx, None)
+            try:
                 data = self._run(skill, card, request, ctx, state)
-        finally:
-            state.flush()
+            finally:
+                state.flush()
         try:
             resp = abi.decode_response(data)
         except abi.AbiViolation as exc:
@@ -358,7 +376,8 @@ class WasmTransport:
         """Run one request through the guest (on this thread); returns the response bytes."""
         limits = card.limits
         memory = limits.memory_mb * MIB if limits.memory_mb else None
-        prev = hostcalls.enter(state)
+        plain = skill.plain
+        prev = None if plain else hostcalls.enter(state)
         engine.TICKER.enter()
         bound: engine.Bound | None = None
         warm = bool(card.options.get("warm"))
@@ -373,37 +392,41 @@ class WasmTransport:
                     timeout=ctx.remaining,
                     preopens=preopens_for(card),
                 )
-            bound.out.state = state
+            if not plain:
+                bound.out.state = state
             if skill.compiled.fuel:
                 bound.store.set_fuel(limits.instructions or 0)
             bound.set_deadline(ctx.remaining)
             n = len(request)
-            ptr = bound.alloc(n)
+            # A warm instance keeps its request buffer; a fresh store is dropped whole,
+            # so freeing inside it would only cost calls.
+            ptr = bound.request_buffer(n) if locked else bound.alloc(n)
             bound.write(ptr, request)
             packed = bound.handle(ptr, n)
             optr, olen = packed >> 32, packed & 0xFFFFFFFF
-            cap = limits.max_output_bytes + 64 * 1024 + len(request)
+            cap = limits.max_output_bytes + 64 * 1024 + n
+            data = bound.read(optr, olen) if olen <= cap else b""
+            if locked:
+                if olen:
+                    bound.free(optr)
+                skill.warm = bound
             if olen > cap:
                 raise OutputTooLarge(
                     f"{card.name}: the response is {olen} bytes; the limit is {limits.max_output_bytes}"
                 )
-            data = bound.read(optr, olen)
-            bound.free(optr)
-            bound.free(ptr)
-            if locked:
-                skill.warm = bound
             return data
         except engine.GuestFault as fault:
             if locked:
                 skill.warm = None  # a faulted instance is never reused
             raise self._translate(fault, card, bound, memory) from (fault.cause or fault)
         finally:
-            if bound is not None:
+            if bound is not None and not plain:
                 bound.out.state = None
             if locked:
                 skill.warm_lock.release()
             engine.TICKER.leave()
-            hostcalls.leave(prev)
+            if not plain:
+                hostcalls.leave(prev)
 
     def _translate(
         self, fault: engine.GuestFault, card: Card, bound: engine.Bound | None, memory: int | None
@@ -458,3 +481,4 @@ class WasmTransport:
     async def aclose(self) -> None:
         await self._commands.aclose()
         self._skills.clear()
+        self._by_card.clear()
