@@ -421,3 +421,16 @@ def test_example_tally_skill(tmp_path):
         assert rt.call("tally-totals").output == {"documents": 0, "words": 0}
         with pytest.raises(InvalidArguments):
             rt.call("tally-count", {})
+
+
+def test_concurrent_calls_on_worker_threads_keep_one_state_sequence(rt, tmp_path):
+    import asyncio
+
+    rt.runtime.add_package(make_pkg(tmp_path, "testskill", TESTSKILL))
+    assert rt.runtime.transport("wasm").skill_for(rt.card("testskill-count")).threaded
+
+    async def many() -> list[int]:
+        results = await asyncio.gather(*(rt.runtime.call("testskill-count") for _ in range(8)))
+        return sorted(r.output["count"] for r in results)
+
+    assert rt.run(many()) == list(range(1, 9))

@@ -210,6 +210,16 @@ def describe(path: str | Path) -> dict[str, Any]:
         raise ManifestError(str(exc), file=str(p)) from exc
 
 
+def _reentered(ctx: CallContext, skill_id: str) -> bool:
+    """True when a call of the same skill is already running further up this call chain."""
+    node = ctx.parent
+    while node is not None:
+        if node.card.id == skill_id:
+            return True
+        node = node.parent
+    return False
+
+
 def _textual(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8")
@@ -229,6 +239,7 @@ class WasmTransport:
         self.runtime = runtime
         self._skills: dict[tuple[str, bool, bool], Skill] = {}
         self._by_card: dict[Card, Skill] = {}  # cards hash by identity
+        self._locks: dict[str, asyncio.Lock] = {}
         self._state: dict[str, bytes] = {}
         self._commands = CommandRunner(self)
         self.calls = 0
@@ -329,8 +340,14 @@ class WasmTransport:
             data = self._run(skill, card, request, ctx, _NO_STATE)
         elif skill.threaded:
             state = hostcalls.CallState(ctx, asyncio.get_running_loop())
+            lock = None if _reentered(ctx, card.id) else self._lock_for(card.id)
             try:
-                data = await asyncio.to_thread(self._run, skill, card, request, ctx, state)
+                if lock is None:
+                    data = await asyncio.to_thread(self._run, skill, card, request, ctx, state)
+                else:
+                    async with lock:  # one state sequence per skill: no lost updates
+                        request = self._restate(request, card.id)
+                        data = await asyncio.to_thread(self._run, skill, card, request, ctx, state)
             finally:
                 state.flush()
         else:
@@ -364,6 +381,21 @@ class WasmTransport:
         if resp.state is not None:
             self.set_state(card.id, resp.state)
         return resp
+
+    def _lock_for(self, skill_id: str) -> asyncio.Lock:
+        lock = self._locks.get(skill_id)
+        if lock is None:
+            lock = self._locks[skill_id] = asyncio.Lock()
+        return lock
+
+    def _restate(self, request: bytes, skill_id: str) -> bytes:
+        """Re-encode ``request`` if the state changed while it waited for the skill's lock."""
+        current = self.state_of(skill_id)
+        env = abi.unpack(request, "request")
+        if env["state"] == current:
+            return request
+        env["state"] = current
+        return abi.pack(env)
 
     def _run(
         self,
