@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "validate": "skillyard.cli.skills:validate_cmd",
     "init": "skillyard.cli.skills:init_cmd",
     "doctor": "skillyard.cli.skills:doctor_cmd",
+    "config": "skillyard.cli.config:config_group",
+    "cache": "skillyard.cli.cache:cache_cmd",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)
