@@ -426,7 +426,7 @@ def test_example_tally_skill(tmp_path):
 def test_concurrent_calls_on_worker_threads_keep_one_state_sequence(rt, tmp_path):
     import asyncio
 
-    rt.runtime.add_package(make_pkg(tmp_path, "testskill", TESTSKILL))
+    rt.runtime.add_package(make_pkg(tmp_path, "testskill", TESTSKILL, "[options]\nthread = true\n"))
     assert rt.runtime.transport("wasm").skill_for(rt.card("testskill-count")).threaded
 
     async def many() -> list[int]:

@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 import pytest
-from wasm_support import GUESTS, make_pkg
+from wasm_support import GUESTS, make_pkg, relay_guest
 
 from skillyard import SyncRuntime
 from skillyard.errors import PermissionDenied, SkillError
-from skillyard.transports.base import CallContext
+from skillyard.transports.base import CallContext, DenyAllHost
 
 TESTSKILL = GUESTS / "testskill.wasm"
 GRANT_SELF = '[permissions]\ninvoke = ["testskill-*"]\n'
@@ -86,7 +86,7 @@ def test_call_module_output_without_callback_keeps_the_first_payload(rt):
 
 def test_call_module_to_a_tool_not_granted_is_refused(rt):
     rt.runtime.tool("other-secret")(lambda args: {"secret": 42})
-    with pytest.raises(PermissionDenied, match=r"permissions\.invoke"):
+    with pytest.raises(PermissionDenied, match=r"\[permissions\]\.invoke"):
         command(
             rt,
             {"type": "call_module", "payload": {"skill_id": "other", "method": "secret"}},
@@ -236,9 +236,14 @@ def test_store_kv_and_load_kv_go_through_the_host(kv_rt):
     assert [m for m, _ in kv_rt.log] == ["kv.put", "kv.get"]
 
 
-def test_store_kv_denied_by_the_default_host(rt):
-    with pytest.raises(PermissionDenied, match=r"kv\.put"):
-        command(rt, {"type": "store_kv", "payload": {"key": "k", "value": 1}})
+def test_store_kv_and_load_kv_with_the_host_api(rt):
+    command(rt, {"type": "store_kv", "payload": {"key": "greeting", "value": ["hi", 1]}})
+    result = command(
+        rt, {"type": "load_kv", "payload": {"key": "greeting", "callback": "on_result"}}
+    )
+    assert result.output["callback_got"] == {"key": "greeting", "value": ["hi", 1], "found": True}
+    missing = command(rt, {"type": "load_kv", "payload": {"key": "nope", "callback": "on_result"}})
+    assert missing.output["callback_got"]["found"] is False
 
 
 def test_schedule_calls_the_method_later(rt):
@@ -270,17 +275,100 @@ def test_malformed_commands_are_protocol_errors(rt, cmd, needle):
     assert rt.call("testskill-echo", {"ok": 1}).output == {"ok": 1}
 
 
-# -- host imports ---------------------------------------------------------------------------------
+# -- host imports -------------------------------------------------------------------------------
 
 
-def test_host_import_denied_by_default(rt):
-    with pytest.raises(SkillError, match="denied"):
-        rt.call("testskill-read", {"path": "/etc/passwd"})
+def test_fs_read_allowed_inside_the_grant_and_denied_outside(tmp_path):
+    toml = '[permissions]\nfs = [{ path = "data", mode = "ro" }]\n'
+    pkg = make_pkg(tmp_path, "reader", TESTSKILL, toml)
+    (pkg / "data").mkdir()
+    (pkg / "data" / "hello.txt").write_text("hello from disk")
+    (tmp_path / "secret.txt").write_text("nope")
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(pkg)
+        assert not rt.runtime.transport("wasm").skill_for(rt.card("reader-read")).threaded
+        out = rt.call("reader-read", {"path": "data/hello.txt"}).output
+        assert out == {"content": "hello from disk"}
+        with pytest.raises(SkillError, match="fs.read_bytes denied"):
+            rt.call("reader-read", {"path": str(tmp_path / "secret.txt")})
+        with pytest.raises(SkillError, match="fs.read_bytes denied"):
+            rt.call("reader-read", {"path": "data/../../secret.txt"})
 
 
-def test_host_imports_map_onto_dispatch(kv_rt):
+def test_env_get_allowed_and_denied_per_permission(tmp_path, monkeypatch):
+    monkeypatch.setenv("WASM_TEST_TOKEN", "t-123")
+    monkeypatch.setenv("WASM_TEST_OTHER", "hidden")
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(
+            make_pkg(tmp_path, "envy", TESTSKILL, '[permissions]\nenv = ["WASM_TEST_TOKEN"]\n')
+        )
+        assert rt.call("envy-env", {"name": "WASM_TEST_TOKEN"}).output == {"value": "t-123"}
+        with pytest.raises(SkillError, match="env.get denied"):
+            rt.call("envy-env", {"name": "WASM_TEST_OTHER"})
+
+
+def test_waiting_import_runs_on_a_worker_thread_and_reaches_the_pipeline(tmp_path):
+    with SyncRuntime.memory() as rt:
+        recorder = Recorder()
+        rt.runtime.use(recorder)
+        rt.runtime.tool("other-hello")(lambda args: {"hello": args["who"]})
+        guest = relay_guest("invoke", {"tool": "other-hello", "args": {"who": "wasm"}})
+        rt.runtime.add_package(
+            make_pkg(tmp_path, "relay", guest, '[permissions]\ninvoke = ["other-hello"]\n')
+        )
+        assert rt.runtime.transport("wasm").skill_for(rt.card("relay-run")).threaded
+        assert rt.call("relay-run").output == {"result": {"hello": "wasm"}}
+        assert ("other-hello", "relay-run") in recorder.seen
+
+
+def test_waiting_import_denied_without_permission(tmp_path):
+    with SyncRuntime.memory() as rt:
+        guest = relay_guest("http_get", {"url": "https://example.com/"})
+        rt.runtime.add_package(make_pkg(tmp_path, "fetcher", guest))
+        out = rt.call("fetcher-run").output
+        assert out["code"] == "permission_denied" and "http.request denied" in out["error"]
+
+
+def test_a_host_without_call_sync_is_driven_through_dispatch(kv_rt):
     assert kv_rt.call("testskill-read", {"path": "/granted.txt"}).output == {"content": "file body"}
     assert ("fs.read_bytes", {"path": "/granted.txt"}) in kv_rt.log
     assert kv_rt.call("testskill-env", {"name": "HOME"}).output == {"value": "/home/x"}
     with pytest.raises(SkillError, match="denied"):
         kv_rt.call("testskill-read", {"path": "/etc/shadow"})
+
+
+def test_wasi_sees_only_granted_directories_with_their_modes(tmp_path):
+    toml = '[permissions]\nfs = [{ path = "ro", mode = "ro" }, { path = "rw", mode = "rw" }]\n'
+    pkg = make_pkg(tmp_path, "files", TESTSKILL, toml)
+    for d in ("ro", "rw"):
+        (pkg / d).mkdir()
+    (pkg / "ro" / "in.txt").write_text("read me")
+    (tmp_path / "outside.txt").write_text("secret")
+    ro, rw = str((pkg / "ro").resolve()), str((pkg / "rw").resolve())
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(pkg)
+        assert rt.call("files-wasi_read", {"path": f"{ro}/in.txt"}).output == {"text": "read me"}
+        assert rt.call("files-wasi_write", {"path": f"{rw}/out.txt", "text": "new"}).output == {
+            "written": 3
+        }
+        assert (pkg / "rw" / "out.txt").read_text() == "new"
+        for tool, path in [
+            ("files-wasi_write", f"{ro}/x.txt"),
+            ("files-wasi_read", str(tmp_path / "outside.txt")),
+            ("files-wasi_read", "/etc/passwd"),
+        ]:
+            with pytest.raises(SkillError, match="cannot open"):
+                rt.call(tool, {"path": path, "text": "x"})
+        assert not (pkg / "ro" / "x.txt").exists()
+
+
+def test_wasi_sees_nothing_without_the_host_api(tmp_path):
+    toml = '[permissions]\nfs = [{ path = "ro", mode = "ro" }]\n'
+    pkg = make_pkg(tmp_path, "files", TESTSKILL, toml)
+    (pkg / "ro").mkdir()
+    (pkg / "ro" / "in.txt").write_text("read me")
+    with SyncRuntime.memory() as rt:
+        rt.runtime.host_factory = lambda ctx: DenyAllHost(ctx.tool)
+        rt.runtime.add_package(pkg)
+        with pytest.raises(SkillError, match="cannot open"):
+            rt.call("files-wasi_read", {"path": str((pkg / "ro" / "in.txt").resolve())})

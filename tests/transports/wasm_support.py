@@ -44,6 +44,7 @@ def wat_guest(
     extra: str = "",
     imports: str = "",
     max_pages: int | None = None,
+    locals: str = "",
 ) -> bytes:
     """A guest in WAT: static descriptor and response, or custom export bodies."""
     import wasmtime
@@ -79,6 +80,7 @@ def wat_guest(
   (func (export "skill_free") (param i32))
   (func (export "skill_describe") (result i64) {describe})
   (func (export "skill_handle") (param $p i32) (param $n i32) (result i64)
+    {locals}
     (global.set $heap (i32.const {HEAP_AT}))
     {handle})
   {extra}
@@ -100,3 +102,35 @@ def make_pkg(
     (pkg / "skill.wasm").write_bytes(data)
     (pkg / "skill.toml").write_text(f'runtime = "wasm"\nentry = "skill.wasm"\n{toml}')
     return pkg
+
+
+def relay_guest(import_name: str, request: Any) -> bytes:
+    """A WAT guest whose every call sends ``request`` to ``env.<import_name>`` and returns
+    the host's answer as its output (so tests see exactly what the guest received)."""
+    req = pack(request)
+    prefix = b"\x82\xa7version\x01\xa7payload\xc6"  # then a u32 BE length and the answer
+    at = 16384
+    handle = f"""
+    (local.set $packed (call $host (i32.const {RESP_AT}) (i32.const {len(req)})))
+    (local.set $a (i32.wrap_i64 (i64.shr_u (local.get $packed) (i64.const 32))))
+    (local.set $n2 (i32.wrap_i64 (local.get $packed)))
+    (memory.copy (i32.const {at}) (i32.const {DESC_AT + 512}) (i32.const {len(prefix)}))
+    (local.set $o (i32.const {at + len(prefix)}))
+    (i32.store8 (local.get $o) (i32.shr_u (local.get $n2) (i32.const 24)))
+    (i32.store8 offset=1 (local.get $o) (i32.shr_u (local.get $n2) (i32.const 16)))
+    (i32.store8 offset=2 (local.get $o) (i32.shr_u (local.get $n2) (i32.const 8)))
+    (i32.store8 offset=3 (local.get $o) (local.get $n2))
+    (memory.copy (i32.add (local.get $o) (i32.const 4)) (local.get $a) (local.get $n2))
+    (i64.or (i64.shl (i64.const {at}) (i64.const 32))
+            (i64.extend_i32_u (i32.add (local.get $n2) (i32.const {len(prefix) + 4}))))
+    """
+    desc = descriptor()
+    assert len(desc) < 512
+    return wat_guest(
+        desc=desc + b"\x00" * (512 - len(desc)) + prefix,
+        resp=req,
+        handle=handle,
+        describe=f"(i64.or (i64.shl (i64.const {DESC_AT}) (i64.const 32)) (i64.const {len(desc)}))",
+        imports=f'(import "env" "{import_name}" (func $host (param i32 i32) (result i64)))',
+        locals="(local $packed i64) (local $a i32) (local $n2 i32) (local $o i32)",
+    )

@@ -224,7 +224,7 @@ def _wasm_described(
             f"wasm skills need wasmtime and msgpack: pip install 'skillyard[wasm]' ({exc})",
         ) from exc
     described = wasm_describe(path / entry)
-    unmet = abi.unmet_requirements(described, permissions)
+    unmet = abi.unmet_requirements(described, permissions, skill_dir=str(path.resolve()))
     if unmet:
         raise PermissionDenied(
             f"{cx.file}: not loaded: {entry} {'; '.join(unmet)}; grant it under [permissions] "

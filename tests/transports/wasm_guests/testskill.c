@@ -2,6 +2,7 @@
 #define SKILLYARD_SKILL_IMPL
 #include "skillyard_skill.h"
 
+#include <errno.h>
 #include <stdio.h>
 
 SK_HOST_IMPORT(fs_read);
@@ -31,7 +32,7 @@ void skill_on_describe(sk_writer *w) {
     sk_w_cstr(w, "description");
     sk_w_cstr(w, "Test guest for the WASM transport");
     sk_w_cstr(w, "methods");
-    sk_w_array(w, 9);
+    sk_w_array(w, 11);
     /* echo declares one parameter so the card gets a schema */
     sk_w_map(w, 3);
     sk_w_cstr(w, "name");
@@ -55,6 +56,45 @@ void skill_on_describe(sk_writer *w) {
     method(w, "env", "Read an environment variable through env_get", 0);
     method(w, "print", "Write to stdout and stderr", 0);
     method(w, "fail", "Report an error", 0);
+    method(w, "wasi_read", "Read a file with WASI fopen", 0);
+    method(w, "wasi_write", "Write a file with WASI fopen", 0);
+}
+
+/* Copies the string argument `key` into buf (NUL-terminated); 0 when missing. */
+static int str_arg(const sk_request *req, const char *key, char *buf, uint32_t cap) {
+    sk_reader v;
+    const uint8_t *s;
+    uint32_t n;
+    if (!sk_find(sk_reader_of(req->payload, req->payload_len), key, &v) || !sk_r_bytes(&v, &s, &n) ||
+        n >= cap)
+        return 0;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    return 1;
+}
+
+static void wasi_file(const sk_request *req, sk_response *res, int write) {
+    char path[512], text[512];
+    if (!str_arg(req, "path", path, sizeof path)) { sk_fail(res, "missing path"); return; }
+    FILE *f = fopen(path, write ? "w" : "r");
+    if (!f) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "cannot open %s: %s", path, strerror(errno));
+        sk_fail(res, msg);
+        return;
+    }
+    sk_w_map(&res->payload, 1);
+    if (write) {
+        if (!str_arg(req, "text", text, sizeof text)) text[0] = 0;
+        size_t n = fwrite(text, 1, strlen(text), f);
+        sk_w_cstr(&res->payload, "written");
+        sk_w_int(&res->payload, (int64_t)n);
+    } else {
+        size_t n = fread(text, 1, sizeof text, f);
+        sk_w_cstr(&res->payload, "text");
+        sk_w_str(&res->payload, text, (uint32_t)n);
+    }
+    fclose(f);
 }
 
 static int64_t load_count(const sk_request *req) {
@@ -174,6 +214,10 @@ void skill_on_call(const sk_request *req, sk_response *res) {
         sk_w_map(&res->payload, 1);
         sk_w_cstr(&res->payload, "printed");
         sk_w_bool(&res->payload, 1);
+    } else if (sk_method_is(req, "wasi_read")) {
+        wasi_file(req, res, 0);
+    } else if (sk_method_is(req, "wasi_write")) {
+        wasi_file(req, res, 1);
     } else if (sk_method_is(req, "fail")) {
         sk_fail(res, "asked to fail");
     } else {

@@ -7,10 +7,12 @@ rules about what a guest may say are testable on their own.
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import threading
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 
@@ -316,6 +318,9 @@ def parse_descriptor(data: bytes) -> dict[str, Any]:
 
 
 # -- requirements against permissions -----------------------------------------------------
+# ``perms`` is the normalised ``[permissions]`` of a package (skillyard.host.permissions):
+# fs = [{path, mode, base}], http = {hosts: [{host}]}, shell = {programs}, env / models /
+# invoke = [names]. Plain lists and strings are accepted too (cards built in code).
 
 
 def _entries(value: Any) -> list[Any]:
@@ -326,25 +331,17 @@ def _entries(value: Any) -> list[Any]:
     return [value]
 
 
-def _fs_grants(perms: Mapping[str, Any]) -> list[tuple[str, str]]:
-    out = []
-    for e in _entries(perms.get("fs")):
-        if isinstance(e, str):
-            out.append((e, "ro"))
-        elif isinstance(e, Mapping) and isinstance(e.get("path"), str):
-            out.append((e["path"], str(e.get("mode", "ro"))))
-    return out
-
-
-def _names(value: Any) -> list[str]:
+def _names(value: Any, key: str = "") -> list[str]:
+    if isinstance(value, Mapping) and key:
+        value = value.get(key)
     out = []
     for e in _entries(value):
         if isinstance(e, str):
             out.append(e)
         elif isinstance(e, Mapping):
-            for key in ("host", "program", "name", "tool", "pattern"):
-                if isinstance(e.get(key), str):
-                    out.append(e[key])
+            for k in ("host", "program", "name", "tool", "pattern"):
+                if isinstance(e.get(k), str):
+                    out.append(e[k])
                     break
     return out
 
@@ -355,17 +352,44 @@ def _covered(pattern: str, grants: list[str]) -> bool:
     return any(g == "*" or g == pattern or fnmatch.fnmatchcase(pattern, g) for g in grants)
 
 
-def requirement_problem(req: Mapping[str, Any], perms: Mapping[str, Any]) -> str | None:
+def _fs_covered(pattern: str, want_rw: bool, perms: Mapping[str, Any], skill_dir: str) -> bool:
+    want = os.path.normpath(os.path.join(skill_dir, pattern)) if pattern else ""
+    for e in _entries(perms.get("fs")):
+        if isinstance(e, str):
+            path, mode, base = e, "ro", "skill"
+        elif isinstance(e, Mapping) and isinstance(e.get("path"), str):
+            path, mode, base = e["path"], str(e.get("mode", "ro")), str(e.get("base", "skill"))
+        else:
+            continue
+        if want_rw and mode != "rw":
+            continue
+        if base != "skill":  # workspace and temp grants cover paths only the host resolves
+            if not pattern:
+                return True
+            continue
+        granted = os.path.normpath(os.path.join(skill_dir, path))
+        if not want or want == granted or want.startswith(granted.rstrip("/") + "/"):
+            return True
+        if fnmatch.fnmatchcase(want, granted):
+            return True
+    return False
+
+
+def _http_host(pattern: str) -> str:
+    if "://" in pattern:
+        return urlsplit(pattern).hostname or ""
+    return pattern.split("/")[0].split(":")[0]
+
+
+def requirement_problem(
+    req: Mapping[str, Any], perms: Mapping[str, Any], *, skill_dir: str = "."
+) -> str | None:
     """Why a descriptor requirement is not granted by the package permissions, or ``None``."""
     kind, pattern, mode = req["kind"], req.get("pattern", ""), req.get("mode", "")
     label = f"{kind}{' ' + repr(pattern) if pattern else ''}"
     if kind == "fs":
-        want_rw = mode == "rw"
-        for path, gmode in _fs_grants(perms):
-            base = path.rstrip("/") or "/"
-            inside = not pattern or pattern == base or pattern.startswith(base + "/")
-            if (inside or fnmatch.fnmatchcase(pattern, path)) and (not want_rw or gmode == "rw"):
-                return None
+        if _fs_covered(pattern, mode == "rw", perms, skill_dir):
+            return None
         return f"requires fs {mode or 'ro'} access to {pattern or 'a directory'!r}, not granted"
     if kind in ("tcp", "ws"):
         return f"requires {label}; this runtime provides no {kind} access to WASM skills"
@@ -373,15 +397,21 @@ def requirement_problem(req: Mapping[str, Any], perms: Mapping[str, Any]) -> str
         models = _names(perms.get("models"))
         return None if "llm" in models or "*" in models else "requires models = ['llm']"
     if kind == "shell":
-        grants = perms.get("shell")
-        if grants is True:
-            return None
         program = pattern.split()[0] if pattern else ""
-        return None if _covered(program, _names(grants)) else f"requires {label}, not granted"
-    key = {"http": "http", "env": "env", "invoke": "invoke"}[kind]
-    return None if _covered(pattern, _names(perms.get(key))) else f"requires {label}, not granted"
+        ok = _covered(program, _names(perms.get("shell"), "programs"))
+        return None if ok else f"requires {label}, not granted"
+    if kind == "http":
+        ok = _covered(_http_host(pattern), _names(perms.get("http"), "hosts"))
+        return None if ok else f"requires {label}, not granted"
+    return None if _covered(pattern, _names(perms.get(kind))) else f"requires {label}, not granted"
 
 
-def unmet_requirements(desc: Mapping[str, Any], perms: Mapping[str, Any]) -> list[str]:
+def unmet_requirements(
+    desc: Mapping[str, Any], perms: Mapping[str, Any], *, skill_dir: str = "."
+) -> list[str]:
     """Every requirement of the descriptor that the permissions do not grant."""
-    return [p for r in desc.get("requirements", ()) if (p := requirement_problem(r, perms))]
+    return [
+        p
+        for r in desc.get("requirements", ())
+        if (p := requirement_problem(r, perms, skill_dir=skill_dir))
+    ]

@@ -1,10 +1,10 @@
 """Commands a skill returns in ``InvokeResponse.commands``, run through the runtime pipeline.
 
-* ``call_module`` / ``batch_invoke`` call other tools with
-  ``runtime.call(tool, args, caller=..., parent=ctx)``: resolve, capability,
-  validation, gate, ledger, cycle refusal and the parent's deadline all apply.
-  The calling skill must be granted the target by ``permissions.invoke``, and a
-  target listing ``can_be_invoked_by`` must list the caller.
+* ``call_module`` / ``batch_invoke`` are the host API's ``invoke``: the caller's
+  ``permissions.invoke`` and the target's ``can_be_invoked_by`` are checked there, and
+  the nested call runs through ``runtime.call(tool, args, caller=..., parent=ctx)``:
+  resolve, capability, validation, gate, ledger, cycle refusal and the parent's
+  deadline all apply. Another skill's private callback is refused by the transport.
 * ``store_kv`` / ``load_kv`` are the host API's ``kv.put`` / ``kv.get``.
 * ``emit_event`` records an event on the call and calls every subscriber;
   ``subscribe`` registers one of this skill's methods for a topic (kept in the store).
@@ -17,12 +17,11 @@ outcome as its payload; a callback's non-null payload becomes the call's output.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import itertools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from skillyard.errors import PermissionDenied, ProtocolError, SkillyardError
+from skillyard.errors import ProtocolError, SkillyardError
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -38,35 +37,6 @@ _SUBS_SQL = [
     "PRIMARY KEY (topic, tool))",
 ]
 _ids = itertools.count(1)
-
-
-def _grants(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list | tuple):
-        return [v for v in value if isinstance(v, str)]
-    return []
-
-
-def invoke_refusal(caller: Card, target: Card) -> str | None:
-    """Why ``caller`` may not invoke ``target`` (``None`` when it may)."""
-    if target.options.get("private_callback") and target.id != caller.id:
-        return f"{target.name} is a private callback of {target.id!r}"
-    if target.id != caller.id:
-        allowed = _grants(caller.permissions.get("invoke"))
-        if not any(
-            fnmatch.fnmatchcase(target.name, g) or g == target.id or g == "*" for g in allowed
-        ):
-            return (
-                f"{caller.id!r} may not invoke {target.name!r}: add it to permissions.invoke "
-                "in the skill's manifest"
-            )
-    accepted = target.permissions.get("can_be_invoked_by")
-    if accepted is not None and target.id != caller.id:
-        names = _grants(accepted)
-        if not any(fnmatch.fnmatchcase(caller.id, g) for g in names):
-            return f"{target.name!r} does not accept calls from {caller.id!r} (can_be_invoked_by)"
-    return None
 
 
 def _str(payload: Mapping[str, Any], key: str, kind: str, *, required: bool = True) -> str:
@@ -166,21 +136,15 @@ class CommandRunner:
                 return c
         raise ProtocolError(f"{card.name}: command {kind} names callback {method!r}, not a method")
 
-    async def _call(
-        self, card: Card, ctx: CallContext, tool: str, args: dict[str, Any], *, check: bool = True
-    ) -> Any:
-        rt = ctx.runtime
-        try:
-            target = rt.card(tool, caller=ctx.caller)
-        except SkillyardError:
-            hidden = rt._cards.get(tool)  # hidden methods are callable from another skill
-            if hidden is None or not hidden.hidden:
-                raise
-            target = hidden
-        refusal = invoke_refusal(card, target) if check else None
-        if refusal:
-            raise PermissionDenied(f"{card.name}: call_module refused: {refusal}", tool=tool)
-        result = await rt.call(tool, args, caller=ctx.caller, parent=ctx)
+    async def _invoke(self, ctx: CallContext, tool: str, args: dict[str, Any]) -> Any:
+        """Call ``tool`` as the host API's ``invoke``: the caller's ``permissions.invoke``
+        and the target's ``can_be_invoked_by`` are checked there, then the nested call
+        runs through ``runtime.call(..., parent=ctx)``."""
+        return await ctx.host.dispatch("invoke", {"tool": tool, "args": args})
+
+    async def _deliver(self, ctx: CallContext, tool: str, args: dict[str, Any]) -> Any:
+        """An event for a subscriber: it opted in, so no invoke grant; the pipeline still runs."""
+        result = await ctx.runtime.call(tool, args, caller=ctx.caller, parent=ctx)
         return result.output
 
     async def _call_module(
@@ -196,7 +160,7 @@ class CommandRunner:
             "method": method,
         }
         try:
-            outcome["result"] = await self._call(card, ctx, f"{skill_id}-{method}", args)
+            outcome["result"] = await self._invoke(ctx, f"{skill_id}-{method}", args)
         except SkillyardError as exc:
             if not callback:
                 raise
@@ -225,7 +189,7 @@ class CommandRunner:
             args = _args(item.get("payload"), "batch_invoke")
             async with sem:
                 try:
-                    return {"index": index, "result": await self._call(card, ctx, tool, args)}
+                    return {"index": index, "result": await self._invoke(ctx, tool, args)}
                 except SkillyardError as exc:
                     return {"index": index, "error": exc.message, "code": exc.code}
 
@@ -245,8 +209,8 @@ class CommandRunner:
         for (tool,) in rows:
             if tool not in rt._cards:
                 continue
-            try:  # a subscriber opted in, so no invoke grant is needed; the pipeline still runs
-                await self._call(card, ctx, tool, {"topic": topic, "payload": payload}, check=False)
+            try:
+                await self._deliver(ctx, tool, {"topic": topic, "payload": payload})
             except SkillyardError as exc:
                 ctx.emit("event_delivery_failed", topic=topic, tool=tool, error=exc.to_dict())
         return "", None

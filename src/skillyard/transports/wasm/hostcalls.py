@@ -1,17 +1,18 @@
 """Host imports from module ``env``: each ``fn(ptr, len) -> u64`` carrying msgpack.
 
-Every import maps onto one method of the host API (docs/host-api.md) and goes
-through ``await ctx.host.dispatch(method, params)``, so permissions are checked
-in the one place that checks them. Wasm runs synchronously; the bridge is:
+Every import maps onto one method of the host API (docs/host-api.md), so permissions
+are checked in the one place that checks them. Wasm runs synchronously, so imports
+use ``ctx.host.call_sync``:
 
-* a module that imports a dispatching host function runs on a worker thread,
-  and the import blocks that thread on
-  ``asyncio.run_coroutine_threadsafe(dispatch(...), loop).result(timeout)``
-  while the event loop runs the host call (measured in bench/bench_wasm.py);
-* ``log_write``, ``time_now`` and ``sys_info`` need no permission and no loop,
-  so a module using only those (or nothing) runs inline on the event loop.
+* methods that do not wait on I/O (fs, env, kv, config, log) run right where the
+  guest is, so a module importing only those runs inline on the event loop;
+* a module importing one that waits (http, shell, models, invoke) runs on a worker
+  thread, and ``call_sync`` runs that method on the loop while the thread blocks
+  (``run_coroutine_threadsafe``; measured in bench/bench_wasm.py);
+* ``log_write``, ``time_now`` and ``sys_info`` are answered locally.
 
-The guest gets the result (or ``{error, code}``) in a buffer it allocated with
+A host without ``call_sync`` (a custom ``Host``) is driven through ``dispatch``. The
+guest gets the result, or ``{error, code}``, in a buffer it allocated with
 ``skill_alloc``; it frees it with ``skill_free``.
 """
 
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
-from skillyard.errors import SkillyardError
+from skillyard.errors import NotSupported, SkillyardError
 from skillyard.transports.wasm import abi
 
 if TYPE_CHECKING:
@@ -196,6 +197,9 @@ IMPORTS: dict[str, ImportSpec] = {
 }
 LOCAL_IMPORTS = frozenset(name for name, spec in IMPORTS.items() if spec.method is None)
 PROVIDED = frozenset(IMPORTS)
+# Host methods that wait on I/O: a module importing one of these runs on a worker thread.
+WAITING_METHODS = frozenset({"http.request", "shell.exec", "models.llm", "invoke"})
+WAITING_IMPORTS = frozenset(n for n, spec in IMPORTS.items() if spec.method in WAITING_METHODS)
 
 
 class CallState:
@@ -236,22 +240,32 @@ class CallState:
             ctx.emit("log", stream=stream, level="info", message="".join(parts))
 
     def dispatch(self, method: str, params: Params) -> Any:
-        """Run ``await ctx.host.dispatch`` on the loop from this worker thread."""
+        """Run one host API method for the guest, from this (synchronous) thread."""
         ctx, loop = self.ctx, self.loop
         if ctx is None:
             raise abi.AbiViolation("host API calls are not available inside skill_describe()")
-        if loop is None or _on_loop_thread(loop):
-            raise abi.AbiViolation(
-                f"host call {method!r} made by a module running inline; "
-                "this module should have been run on a worker thread"
-            )
         self.host_calls += 1
-        fut = asyncio.run_coroutine_threadsafe(ctx.host.dispatch(method, params), loop)
+        host = ctx.host
+        call_sync = getattr(host, "call_sync", None)
+        if call_sync is not None:
+            return call_sync(method, params)
+        coro = host.dispatch(method, params)
+        if loop is not None and not _on_loop_thread(loop):
+            fut = asyncio.run_coroutine_threadsafe(coro, loop)
+            try:
+                return fut.result(timeout=max(0.001, ctx.remaining))
+            except FutureTimeout:
+                fut.cancel()
+                raise TimeoutError(f"{method} did not finish before the deadline") from None
+        # On the loop thread: a host that answers without waiting can still be driven.
         try:
-            return fut.result(timeout=max(0.001, ctx.remaining))
-        except FutureTimeout:
-            fut.cancel()
-            raise TimeoutError(f"host call {method!r} did not finish before the deadline") from None
+            coro.send(None)
+        except StopIteration as done:
+            return done.value
+        coro.close()
+        raise NotSupported(
+            f"{method}: this host cannot answer without waiting; set [options] thread = true"
+        )
 
 
 def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

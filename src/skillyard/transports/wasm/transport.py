@@ -10,6 +10,7 @@ plus the ``wasm_state`` table), never in the instance.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from skillyard.errors import (
     SkillCrashed,
     SkillError,
     SkillTimeout,
+    SkillyardError,
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
@@ -74,7 +76,7 @@ class Skill:
         self.compiled = compiled
         self.pre = _linker(compiled.fuel).instantiate_pre(compiled.module)
         # A dispatching host import blocks on the event loop, so it cannot run on it.
-        self.threaded = threaded or bool(compiled.host_imports - hostcalls.LOCAL_IMPORTS)
+        self.threaded = threaded or bool(compiled.host_imports & hostcalls.WAITING_IMPORTS)
         # No imports at all: nothing can reach the call state, so the hot path skips it.
         self.plain = not compiled.host_imports and not compiled.uses_wasi
         self.warm: engine.Bound | None = None
@@ -149,21 +151,31 @@ def _wasi(preopens: list[tuple[str, bool]], box: OutputBox) -> wasmtime.WasiConf
     return wc
 
 
-def preopens_for(card: Card) -> list[tuple[str, bool]]:
-    """Granted directories as (absolute path, writable); relative paths are package-relative."""
+def preopens_for(ctx: CallContext) -> list[tuple[str, bool]]:
+    """Directories to preopen for WASI: the granted ``fs`` directories, as the host sees them.
+
+    Each declared directory is checked with the host API's own ``fs`` decision (so
+    operator grants narrow it too); read-write only when a write there is allowed.
+    Glob grants cannot be expressed as a preopen and are reachable through ``fs_*``
+    imports only. Without the host API nothing is preopened.
+    """
+    perms = getattr(ctx.host, "perms", None)
+    if perms is None:
+        return []
     out = []
-    base = Path(card.source) if card.source else Path.cwd()
-    for entry in card.permissions.get("fs") or []:
-        if isinstance(entry, str):
-            path, mode = entry, "ro"
-        elif isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            path, mode = entry["path"], str(entry.get("mode", "ro"))
-        else:
+    for root in perms.fs_roots():
+        if not os.path.isdir(root):
             continue
-        p = Path(path).expanduser()
-        p = p if p.is_absolute() else base / p
-        if p.is_dir():
-            out.append((str(p.resolve()), mode == "rw"))
+        try:
+            perms.fs_resolve(root, write=False, method="wasi preopen")
+        except SkillyardError:
+            continue
+        try:
+            perms.fs_resolve(root, write=True, method="wasi preopen")
+            writable = True
+        except SkillyardError:
+            writable = False
+        out.append((root, writable))
     return out
 
 
@@ -340,6 +352,7 @@ class WasmTransport:
             data = self._run(skill, card, request, ctx, _NO_STATE)
         elif skill.threaded:
             state = hostcalls.CallState(ctx, asyncio.get_running_loop())
+            _ = ctx.host  # built here, so the host API knows the loop to run waiting methods on
             lock = None if _reentered(ctx, card.id) else self._lock_for(card.id)
             try:
                 if lock is None:
@@ -422,7 +435,7 @@ class WasmTransport:
                     memory_bytes=memory,
                     fuel=limits.instructions,
                     timeout=ctx.remaining,
-                    preopens=preopens_for(card),
+                    preopens=preopens_for(ctx) if skill.compiled.uses_wasi else [],
                 )
             if not plain:
                 bound.out.state = state
