@@ -289,9 +289,9 @@ def test_fs_read_allowed_inside_the_grant_and_denied_outside(tmp_path):
         assert not rt.runtime.transport("wasm").skill_for(rt.card("reader-read")).threaded
         out = rt.call("reader-read", {"path": "data/hello.txt"}).output
         assert out == {"content": "hello from disk"}
-        with pytest.raises(SkillError, match="fs.read_bytes denied"):
+        with pytest.raises(SkillError, match=r"fs\.read_bytes denied"):
             rt.call("reader-read", {"path": str(tmp_path / "secret.txt")})
-        with pytest.raises(SkillError, match="fs.read_bytes denied"):
+        with pytest.raises(SkillError, match=r"fs\.read_bytes denied"):
             rt.call("reader-read", {"path": "data/../../secret.txt"})
 
 
@@ -303,7 +303,7 @@ def test_env_get_allowed_and_denied_per_permission(tmp_path, monkeypatch):
             make_pkg(tmp_path, "envy", TESTSKILL, '[permissions]\nenv = ["WASM_TEST_TOKEN"]\n')
         )
         assert rt.call("envy-env", {"name": "WASM_TEST_TOKEN"}).output == {"value": "t-123"}
-        with pytest.raises(SkillError, match="env.get denied"):
+        with pytest.raises(SkillError, match=r"env\.get denied"):
             rt.call("envy-env", {"name": "WASM_TEST_OTHER"})
 
 
