@@ -32,6 +32,7 @@ WASM_GUESTS := tests/transports/wasm_guests
 wasm:
 	$(WASM_CC) -o $(WASM_GUESTS)/testskill.wasm $(WASM_GUESTS)/testskill.c
 	$(WASM_CC) -o $(WASM_GUESTS)/echo.wasm $(WASM_GUESTS)/echo.c
+	$(WASM_CC) -o $(WASM_GUESTS)/conf.wasm $(WASM_GUESTS)/conf.c
 	$(WASM_CC) -o examples/skills/tally/tally.wasm examples/skills/tally/tally.c
 
 bench: $(STAMP)

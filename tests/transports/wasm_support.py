@@ -134,3 +134,47 @@ def relay_guest(import_name: str, request: Any) -> bytes:
         imports=f'(import "env" "{import_name}" (func $host (param i32 i32) (result i64)))',
         locals="(local $packed i64) (local $a i32) (local $n2 i32) (local $o i32)",
     )
+
+
+CONF_TOML = """
+version = "1.0.0"
+runtime = "wasm"
+entry = "skill.wasm"
+
+[[methods]]
+name = "echo"
+output_schema = "schemas/echo.json"
+
+[[methods]]
+name = "slow"
+limits = { timeout_sec = 1 }
+
+[[methods]]
+name = "flood"
+limits = { max_output_bytes = 2000 }
+
+[[methods]]
+name = "fail"
+
+[[methods]]
+name = "badout"
+output_schema = "schemas/echo.json"
+"""
+
+
+class WasmConformanceSkills:
+    """The conformance suite's five tools (conf-echo, -slow, -flood, -fail, -badout) in C."""
+
+    def __init__(self, *, warm: bool = False) -> None:
+        self.warm = warm
+
+    def install(self, rt: Any, tmp_path: Path, echo_schema: dict[str, Any]) -> None:
+        import json
+
+        pkg = tmp_path / "conf"
+        (pkg / "schemas").mkdir(parents=True)
+        (pkg / "schemas" / "echo.json").write_text(json.dumps(echo_schema))
+        (pkg / "skill.wasm").write_bytes((GUESTS / "conf.wasm").read_bytes())
+        options = "[options]\nwarm = true\n" if self.warm else ""
+        (pkg / "skill.toml").write_text(CONF_TOML + options)
+        rt.runtime.add_package(pkg)
