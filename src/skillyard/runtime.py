@@ -62,7 +62,11 @@ MAX_CALL_DEPTH = 16
 # Extensions installed into every runtime by open() and memory(), in this order; each is
 # "module:function" with ``function(runtime) -> None`` reading its own section of
 # ``runtime.config``. The first one installed is the outermost middleware.
-EXTENSIONS: list[str] = ["skillyard.host:install", "skillyard.memo:install"]
+EXTENSIONS: list[str] = [
+    "skillyard.host:install",
+    "skillyard.transports.mcp_catalog:install",
+    "skillyard.memo:install",
+]
 
 
 class Middleware(Protocol):
@@ -122,6 +126,8 @@ class Runtime:
         # Checks a package must pass before it is registered (the host API refuses packages
         # whose required permissions are not granted); each raises a SkillyardError.
         self.admission: list[Callable[[SkillPackage], None]] = []
+        # Run on every package as it is registered; may return it with more cards.
+        self.package_hooks: list[Callable[[Runtime, SkillPackage], SkillPackage]] = []
         self._closed = False
 
     # -- construction ---------------------------------------------------------------
@@ -213,6 +219,8 @@ class Runtime:
         return pkg
 
     def _register(self, pkg: SkillPackage) -> None:
+        for hook in self.package_hooks:
+            pkg = hook(self, pkg)
         old = self.packages.get(pkg.id)
         if old is not None:
             for card in old.cards:

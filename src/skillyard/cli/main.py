@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "doctor": "skillyard.cli.skills:doctor_cmd",
     "config": "skillyard.cli.config:config_group",
     "cache": "skillyard.cli.cache:cache_cmd",
+    "serve": "skillyard.cli.serve:serve",
+    "mcp": "skillyard.cli.mcp:mcp",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)

@@ -1,0 +1,1 @@
+"""Serving the runtime to agents: the MCP server (stdio, streamable HTTP)."""
