@@ -62,7 +62,7 @@ MAX_CALL_DEPTH = 16
 # Extensions installed into every runtime by open() and memory(), in this order; each is
 # "module:function" with ``function(runtime) -> None`` reading its own section of
 # ``runtime.config``. The first one installed is the outermost middleware.
-EXTENSIONS: list[str] = []
+EXTENSIONS: list[str] = ["skillyard.gate:install"]
 
 
 class Middleware(Protocol):

@@ -26,6 +26,11 @@ COMMANDS: dict[str, str] = {
     "validate": "skillyard.cli.skills:validate_cmd",
     "init": "skillyard.cli.skills:init_cmd",
     "doctor": "skillyard.cli.skills:doctor_cmd",
+    "policy": "skillyard.cli.policy:policy_group",
+    "approve": "skillyard.cli.approve:approve_group",
+    "approvals": "skillyard.cli.approvals:approvals_group",
+    "audit": "skillyard.cli.audit:audit_group",
+    "runtime": "skillyard.cli.runtime_gate:runtime_group",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)
