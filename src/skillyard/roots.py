@@ -13,12 +13,15 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from skillyard.card import Card
 from skillyard.errors import ConfigError, SkillyardError
 from skillyard.manifests import SkillPackage, load_package, manifest_file
 from skillyard.transports.base import Caller
+
+if TYPE_CHECKING:
+    from skillyard.index import PackageIndex
 
 LAYERS: tuple[str, ...] = ("root", "project", "user")
 RootDirs = Mapping[str, Iterable[str | Path]]
@@ -124,8 +127,14 @@ def _candidates(directory: Path) -> list[Path]:
     return [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
 
 
-def discover(roots: Mapping[str, Iterable[str | Path]]) -> Discovery:
-    """Load every package under the roots, applying ownership and override rules."""
+def discover(
+    roots: Mapping[str, Iterable[str | Path]], *, index: PackageIndex | None = None
+) -> Discovery:
+    """Load every package under the roots, applying ownership and override rules.
+
+    With an ``index``, packages whose files have not changed since they were last
+    validated are taken from it instead of being loaded again.
+    """
     unknown = sorted(set(roots) - set(LAYERS))
     if unknown:
         raise ConfigError(f"unknown root layer {unknown[0]!r}; use root, project or user")
@@ -161,7 +170,7 @@ def discover(roots: Mapping[str, Iterable[str | Path]]) -> Discovery:
                     )
                     continue
                 try:
-                    pkg = load_package(pkg_dir, root=layer)
+                    pkg = _load(pkg_dir, layer, index)
                 except SkillyardError as exc:
                     found.problems.append(
                         Problem(str(pkg_dir), layer, "broken", str(exc), skill_id, exc)
@@ -177,6 +186,19 @@ def discover(roots: Mapping[str, Iterable[str | Path]]) -> Discovery:
                 owner[skill_id] = layer
                 found.packages[skill_id] = pkg
     return found
+
+
+def _load(pkg_dir: Path, layer: str, index: PackageIndex | None) -> SkillPackage:
+    if index is None:
+        return load_package(pkg_dir, root=layer)
+    from skillyard.index import fingerprint
+
+    fp = fingerprint(pkg_dir)
+    pkg = index.get(pkg_dir, layer, fp)
+    if pkg is None:
+        pkg = load_package(pkg_dir, root=layer)
+        index.put(pkg, layer, fp)
+    return pkg
 
 
 def visible(card: Card, caller: Caller) -> bool:

@@ -33,7 +33,7 @@ from skillyard.errors import (
 )
 from skillyard.manifests import SkillPackage, load_package
 from skillyard.roots import LAYERS, Discovery, Home, Problem, RootDirs, discover, visible
-from skillyard.schema import validator_for
+from skillyard.schema import Validator, validator_for
 from skillyard.store import Store
 from skillyard.transports.base import (
     DEFAULT_CALLER,
@@ -111,6 +111,7 @@ class Runtime:
         self.packages: dict[str, SkillPackage] = {}
         self.problems: list[Problem] = []
         self._cards: dict[str, Card] = {}
+        self._validators: dict[Card, tuple[Validator, Validator | None]] = {}
         self._transports: dict[str, Transport] = dict(transports or {})
         self._middleware: list[Middleware] = list(middleware)
         self._chain: CallNext | None = None
@@ -169,8 +170,16 @@ class Runtime:
             getattr(importlib.import_module(module), func)(self)
 
     def load_roots(self, roots: RootDirs) -> Discovery:
-        """Discover packages under ``roots`` and register them (problems are kept, not raised)."""
-        found = discover(roots)
+        """Discover packages under ``roots`` and register them (problems are kept, not raised).
+
+        A runtime with a home keeps a warm index of validated packages (skillyard.index).
+        """
+        index = None
+        if self.home is not None:
+            from skillyard.index import PackageIndex
+
+            index = PackageIndex(self.store)
+        found = discover(roots, index=index)
         self.problems.extend(found.problems)
         for pkg in found.packages.values():
             self._register(pkg)
@@ -305,10 +314,11 @@ class Runtime:
     def list(self, *, caller: Caller = DEFAULT_CALLER, include_hidden: bool = False) -> list[Card]:
         """Cards visible to ``caller``, sorted by tool name."""
         out = []
+        show_hidden = include_hidden and caller.authority == "system"
         for card in self._cards.values():
-            if (card.hidden and include_hidden and caller.authority == "system") or visible(
-                card, caller
-            ):
+            if card.hidden and not show_hidden:
+                continue
+            if visible(card, caller):
                 out.append(card)
         return sorted(out, key=lambda c: c.name)
 
@@ -365,7 +375,10 @@ class Runtime:
                     call_id=call_id,
                 )
             args = dict(args)
-        problem = validator_for(card.input_schema).problem(args)
+        validators = self._validators.get(card)
+        if validators is None:
+            validators = self._prepare(card)
+        problem = validators[0].problem(args)
         if problem is not None:
             ptr, msg = problem
             raise InvalidArguments(
@@ -377,7 +390,8 @@ class Runtime:
         limit = (
             card.limits.timeout_sec if timeout is None else min(timeout, card.limits.timeout_sec)
         )
-        deadline = time.monotonic() + limit
+        now = time.monotonic()
+        deadline = now + limit
         if parent is not None:
             self._check_nested(card, parent)
             deadline = min(deadline, parent.deadline)
@@ -390,6 +404,7 @@ class Runtime:
             deadline=deadline,
             sink=sink,
             parent=parent,
+            started=now,
         )
         chain = self._chain
         try:
@@ -417,15 +432,22 @@ class Runtime:
                 )
             node = node.parent
 
+    def _prepare(self, card: Card) -> tuple[Validator, Validator | None]:
+        """Compile a card's schemas once (on its first call, not at load)."""
+        out = card.output_schema
+        validators = (validator_for(card.input_schema), None if out is None else validator_for(out))
+        self._validators[card] = validators
+        return validators
+
     async def _execute(self, ctx: CallContext) -> CallResult:
         card = ctx.card
         transport = self._transports.get(card.transport) or self.transport(card.transport)
-        t0 = time.perf_counter_ns()
+        t0 = time.monotonic()
         raw: RawResult = await transport.call(card, ctx.args, ctx)
-        elapsed = (time.perf_counter_ns() - t0) / 1000
-        schema = card.output_schema
-        if schema is not None:
-            problem = validator_for(schema).problem(raw.output)
+        elapsed = (time.monotonic() - t0) * 1e6
+        out_validator = (self._validators.get(card) or self._prepare(card))[1]
+        if out_validator is not None:
+            problem = out_validator.problem(raw.output)
             if problem is not None:
                 ptr, msg = problem
                 raise InvalidOutput(

@@ -44,16 +44,85 @@ def pointer(path: Any) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
-def schema_problem(schema: Any) -> str | None:
-    """Why ``schema`` is not a valid Draft 2020-12 schema, or ``None`` if it is."""
-    import jsonschema
+# Keywords whose meaning differs between Draft-07 and Draft 2020-12: a schema using
+# one of them always gets the authoritative 2020-12 meta-schema check.
+_DRAFT_SENSITIVE = frozenset({"items", "additionalItems", "dependencies", "$recursiveRef"})
+_meta_fast: Callable[[Any], Any] | None = None
 
+
+def _uses_sensitive(schema: Any) -> bool:
+    if isinstance(schema, Mapping):
+        if isinstance(schema.get("items"), list) or _DRAFT_SENSITIVE.difference({"items"}) & set(
+            schema
+        ):
+            return True
+        return any(_uses_sensitive(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_uses_sensitive(v) for v in schema)
+    return False
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` is not a valid Draft 2020-12 schema, or ``None`` if it is.
+
+    The meta-schema check with ``jsonschema`` costs ~5 ms per schema (measured: 26 s to
+    load 1,000 packages). Schemas that pass a compiled Draft-07 meta-schema and use no
+    keyword whose meaning changed are accepted on that check (~0.1 ms); everything else,
+    and every failure, gets the authoritative Draft 2020-12 check and its message.
+    """
+    global _meta_fast
     if not isinstance(schema, Mapping | bool):
         return f"a schema must be an object or a boolean, not {type(schema).__name__}"
+    if not _uses_2020(schema) and not _uses_sensitive(schema):
+        import fastjsonschema
+
+        if _meta_fast is None:
+            import jsonschema
+
+            _meta_fast = fastjsonschema.compile(
+                jsonschema.Draft7Validator.META_SCHEMA, use_default=False
+            )
+        try:
+            _meta_fast(schema)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            pass
+    import jsonschema
+
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         return f"{exc.message} (at {pointer(exc.path) or '/'})"
+    return None
+
+
+def _require_object(value: Any) -> None:
+    if type(value) is not dict:
+        raise ValueError("not an object")
+
+
+def _accept(value: Any) -> None:
+    return None
+
+
+# The commonest schemas need no compiled code: "anything" and "some object".
+_TRIVIAL: dict[Any, Callable[[Any], None]] = {
+    True: _accept,
+    (): _accept,
+    (("type", "object"),): _require_object,
+}
+
+
+def _trivial_key(schema: Any) -> Any:
+    if schema is True:
+        return True
+    if isinstance(schema, Mapping) and len(schema) <= 1:
+        key = tuple(schema.items())
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
     return None
 
 
@@ -66,7 +135,10 @@ class Validator:
         self.schema = schema
         self._fast: Callable[[Any], Any] | None = None
         self._full: Any = None
-        if not _uses_2020(schema):
+        trivial = _TRIVIAL.get(_trivial_key(schema))
+        if trivial is not None:
+            self._fast = trivial
+        elif not _uses_2020(schema):
             import fastjsonschema
 
             try:

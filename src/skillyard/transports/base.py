@@ -52,7 +52,12 @@ SYSTEM = Caller(authority="system", principal="system")
 DEFAULT_CALLER = Caller()
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+# RawResult and CallResult are built on every call: they are slotted but not frozen
+# because a frozen dataclass's __init__ costs ~0.3 us per field (measured: 4.1 us vs
+# 0.7 us for CallResult). Treat them as immutable; use dataclasses.replace to derive.
+
+
+@dataclass(kw_only=True, slots=True)
 class RawResult:
     """What a transport returns: the skill's output and what came with it."""
 
@@ -80,7 +85,7 @@ class Decision:
 NO_DECISION = Decision()
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class CallResult:
     """The result of :meth:`Runtime.call`."""
 
@@ -186,6 +191,7 @@ class CallContext:
         deadline: float,
         sink: EventSink | None = None,
         parent: CallContext | None = None,
+        started: float | None = None,
     ) -> None:
         self.runtime = runtime
         self.card = card
@@ -198,7 +204,7 @@ class CallContext:
         self.depth: int = 0 if parent is None else parent.depth + 1
         self.events: list[dict[str, Any]] = []
         self.notes: dict[str, Any] = {}
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self._host: Host | None = None
 
     @property

@@ -60,7 +60,7 @@ class PythonTransport:
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime
         self._registered: dict[str, _Fn] = {}
-        self._resolved: dict[tuple[str, str], _Fn] = {}
+        self._resolved: dict[Card, _Fn] = {}
 
     def register_function(self, name: str, fn: Callable[..., Any]) -> str:
         """Register ``fn`` for tool ``name``; returns the card operation naming it."""
@@ -69,10 +69,6 @@ class PythonTransport:
         return op
 
     def _load(self, card: Card) -> _Fn:
-        key = (card.operation, card.digest)
-        hit = self._resolved.get(key)
-        if hit is not None:
-            return hit
         op = card.operation
         if op.startswith("memory:"):
             fn = self._registered.get(op)
@@ -80,6 +76,7 @@ class PythonTransport:
                 raise TransportError(
                     f"{card.name}: no function is registered for it in this runtime"
                 )
+            self._resolved[card] = fn
             return fn
         if not card.source:
             raise TransportError(f"{card.name}: operation {op!r} has no package directory")
@@ -104,11 +101,12 @@ class PythonTransport:
         if not callable(target):
             raise TransportError(f"{card.name}: {file_rel} has no function {func!r}")
         described = _describe(target, card.name)
-        self._resolved[key] = described
+        self._resolved[card] = described
         return described
 
     async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
-        fn, arity, is_async = self._load(card)
+        loaded = self._resolved.get(card)
+        fn, arity, is_async = loaded if loaded is not None else self._load(card)
         try:
             if is_async:
                 async with asyncio.timeout(ctx.remaining):

@@ -1,0 +1,56 @@
+"""Discovery of 1,000 installed packages: cold (full validation) and warm (index)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import Report
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "skills" / "text-tools"
+
+
+def run(report: Report) -> None:
+    from skillyard.index import PackageIndex
+    from skillyard.roots import discover
+    from skillyard.store import Store
+
+    count = 100 if report.quick else 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "user"
+        for i in range(count):
+            shutil.copytree(EXAMPLE, root / f"pkg-{i:04d}")
+        store = Store(Path(tmp) / "state.db")
+
+        t0 = time.perf_counter()
+        for entry in root.iterdir():  # the floor: list the directories and read each manifest
+            (entry / "skill.toml").read_bytes()
+        floor = (time.perf_counter() - t0) * 1e6
+        report.add("discovery", f"read {count} manifests (floor)", [floor])
+
+        t0 = time.perf_counter()
+        cold = discover({"user": [root]}, index=PackageIndex(store))
+        cold_us = (time.perf_counter() - t0) * 1e6
+        assert len(cold.packages) == count, cold.problems[:3]
+        report.add(
+            "discovery",
+            f"discover {count} packages, cold (validate all)",
+            [cold_us],
+            floor=f"read {count} manifests (floor)",
+        )
+        warm = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            found = discover({"user": [root]}, index=PackageIndex(store))
+            warm.append((time.perf_counter() - t0) * 1e6)
+            assert len(found.packages) == count
+        report.add(
+            "discovery",
+            f"discover {count} packages, warm index",
+            warm,
+            floor=f"read {count} manifests (floor)",
+            max_us=150_000 if count == 1000 else None,
+        )
+        store.close()

@@ -1,0 +1,5 @@
+"""`python -m skillyard` is the `skillyard` command."""
+
+from skillyard.cli.main import main
+
+main()
