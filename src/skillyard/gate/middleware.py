@@ -250,18 +250,8 @@ class Gate:
             action_id=action.action_id if action else None,
             request_id=action.request_id if action else None,
         )
-        return CallResult(
-            tool=result.tool,
-            call_id=result.call_id,
-            output=result.output,
-            content=result.content,
-            llm_context=result.llm_context,
-            events=result.events,
-            usage=result.usage,
-            timing=result.timing,
-            decision=decision,
-            source=result.source,
-        )
+        result.decision = decision  # results are built per call and not shared
+        return result
 
     # -- holds -----------------------------------------------------------------------------
 
@@ -541,6 +531,38 @@ class Gate:
             payload,
             ledger_on=self.ledger_on,
         )
+
+    def doctor(self) -> list[dict[str, str]]:
+        """Checks for ``skillyard doctor``."""
+        out = []
+        if self.policy is None:
+            out.append(
+                {
+                    "level": "warning",
+                    "message": "gate in ledger-only mode: calls are recorded but no policy decides",
+                }
+            )
+        else:
+            signed = f", signed by {self.policy.signed_by}" if self.policy.signed_by else ""
+            out.append(
+                {
+                    "level": "info",
+                    "message": f"governed by {self.config.policy} "
+                    f"(version {self.policy_version}{signed})",
+                }
+            )
+            if not self.config.approvers:
+                out.append(
+                    {
+                        "level": "warning",
+                        "message": "no approver keys are pinned: unsigned approvals are accepted",
+                    }
+                )
+        pending = self.store.query("SELECT count(*) FROM gate_actions WHERE status='pending'")
+        out.append({"level": "info", "message": f"{pending[0][0]} action(s) held for approval"})
+        if not self.ledger_on:
+            out.append({"level": "warning", "message": "the ledger is off: nothing is recorded"})
+        return out
 
     def flush(self) -> None:
         """Commit queued ledger entries now (readers in this process see everything)."""
