@@ -40,7 +40,7 @@ def test_a_valid_signed_grant_is_accepted_and_runs_once(held, keypair):
     find(rt).submit(signed(action, "alice", keypair))
     result = asyncio.run(rt.resume(action.action_id))
     assert result.output == "deployed" and ran == [{"env": "prod"}]
-    approval = [e for e in ledger.tail(rt.store, 10) if e["event"] == "approval"][0]
+    approval = next(e for e in ledger.tail(rt.store, 10) if e["event"] == "approval")
     assert approval["actor"] == "alice" and approval["payload"]["signed"] is True
 
 
@@ -97,8 +97,9 @@ def test_attacks_are_rejected_recorded_and_change_nothing(held, keypair, attack,
     elif attack == "not-an-object":
         record = {"decision": ["granted"], "action_id": action.action_id}
         with pytest.raises(ApprovalError) as err:
-            approvals.submit(rt.store, record, find(rt).config.approvers, source="t",
-                             action_id=action.action_id)
+            approvals.submit(
+                rt.store, record, find(rt).config.approvers, source="t", action_id=action.action_id
+            )
         assert err.value.details["problem"] == problem
         return _unchanged(rt, action, ran)
     else:
@@ -121,7 +122,10 @@ def test_replays_onto_another_action_or_twice_are_rejected(held, keypair):
     record = signed(action, "alice", keypair)
     with pytest.raises(ApprovalError) as err:
         approvals.submit(
-            rt.store, record, find(rt).config.approvers, source="t",
+            rt.store,
+            record,
+            find(rt).config.approvers,
+            source="t",
             action_id=other.decision.action_id,
         )
     assert err.value.details["problem"] == "replay"
@@ -134,7 +138,7 @@ def test_replays_onto_another_action_or_twice_are_rejected(held, keypair):
 
 
 def test_decisions_arriving_after_the_deadline_are_expired(held, keypair, monkeypatch):
-    rt, action, ran = held
+    rt, action, _ran = held
     record = signed(action, "alice", keypair)
     real = approvals.time.time
     monkeypatch.setattr(approvals.time, "time", lambda: real() + 10_000)
@@ -168,7 +172,9 @@ def test_a_grant_applied_without_the_keys_is_rechecked_by_the_gate(make_rt, keyp
     action = actions.get(rt.store, held.action_id)
     # a process without the pinned keys applies an unsigned grant straight to the store
     approvals.submit(
-        rt.store, {"decision": approvals.make_decision(action, "granted", "alice")}, {},
+        rt.store,
+        {"decision": approvals.make_decision(action, "granted", "alice")},
+        {},
         source="misconfigured",
     )
     assert asyncio.run(rt.resume(held.action_id)).pending

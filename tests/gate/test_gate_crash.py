@@ -102,7 +102,9 @@ def test_allowed_call_killed_mid_flight(home, fault, ran):
     events = story(rt)
     assert events == ["decided", "interrupted"]
     interrupted = ledger.tail(rt.store, 1)[0]
-    assert interrupted["tool"] == "echo" and "will not run again" in interrupted["payload"]["message"]
+    assert (
+        interrupted["tool"] == "echo" and "will not run again" in interrupted["payload"]["message"]
+    )
     assert interrupted["parent"] == 1
     assert ledger.verify(rt.store)[1] == []
     asyncio.run(rt.aclose())

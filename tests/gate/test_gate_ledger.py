@@ -53,16 +53,20 @@ def tamper(home: Path, sql: str) -> None:
 def test_an_untouched_ledger_verifies(home):
     count, problems = verify(home)
     assert count == 6 and problems == []
-    out = subprocess.run([*SKILLYARD, "--home", str(home), "audit", "verify"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*SKILLYARD, "--home", str(home), "audit", "verify"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "6 entries" in out.stdout
 
 
 @pytest.mark.parametrize(
     ("sql", "seq", "words"),
     [
-        ("UPDATE gate_ledger SET payload = replace(payload, '\"i\":1', '\"i\":9') WHERE seq = 3",
-         3, "payload was edited"),
+        (
+            "UPDATE gate_ledger SET payload = replace(payload, '\"i\":1', '\"i\":9') WHERE seq = 3",
+            3,
+            "payload was edited",
+        ),
         ("UPDATE gate_ledger SET tool = 'other' WHERE seq = 4", 4, "hash mismatch"),
         ("UPDATE gate_ledger SET actor = 'root' WHERE seq = 2", 2, "hash mismatch"),
         ("DELETE FROM gate_ledger WHERE seq = 3", 3, "missing"),
@@ -75,8 +79,9 @@ def test_tampering_is_detected_at_the_entry(home, sql, seq, words):
     _, problems = verify(home)
     assert problems, "tampering went unnoticed"
     assert problems[0].seq == seq and words in problems[0].message
-    out = subprocess.run([*SKILLYARD, "--home", str(home), "audit", "verify"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [*SKILLYARD, "--home", str(home), "audit", "verify"], capture_output=True, text=True
+    )
     assert out.returncode == 1 and f"seq {seq}" in out.stderr
 
 
@@ -84,8 +89,10 @@ def test_reordered_entries_are_detected(home):
     import sqlite3
 
     conn = sqlite3.connect(home / "state.db")
-    cols = "at, event, actor, tool, action_id, card_digest, policy_version, parent, privacy, " \
-           "payload, payload_hash, prev_hash, hash"
+    cols = (
+        "at, event, actor, tool, action_id, card_digest, policy_version, parent, privacy, "
+        "payload, payload_hash, prev_hash, hash"
+    )
     r3 = conn.execute(f"SELECT {cols} FROM gate_ledger WHERE seq=3").fetchone()
     r4 = conn.execute(f"SELECT {cols} FROM gate_ledger WHERE seq=4").fetchone()
     sets = ", ".join(f"{c.strip()}=?" for c in cols.split(","))
@@ -99,7 +106,7 @@ def test_reordered_entries_are_detected(home):
 
 def test_expected_head_catches_a_consistent_rewrite(home):
     _, head_hash = _head(home)
-    count, problems = verify(home)
+    _count, problems = verify(home)
     assert not problems
     from skillyard.store import Store
 
@@ -147,23 +154,33 @@ def test_several_processes_write_one_chain(home):
 
 
 def test_tail_show_and_export(home, tmp_path):
-    out = subprocess.run([*SKILLYARD, "--home", str(home), "--json", "audit", "tail", "-n", "2"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*SKILLYARD, "--home", str(home), "--json", "audit", "tail", "-n", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     tail = orjson.loads(out.stdout)
     assert [e["seq"] for e in tail] == [5, 6]
     action = tail[0]["action_id"]
     shown = subprocess.run(
         [*SKILLYARD, "--home", str(home), "--json", "audit", "show", action],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert [e["event"] for e in orjson.loads(shown.stdout)] == ["decided", "result"]
     target = tmp_path / "ledger.ndjson"
-    subprocess.run([*SKILLYARD, "--home", str(home), "audit", "export", "--out", str(target)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*SKILLYARD, "--home", str(home), "audit", "export", "--out", str(target)],
+        check=True,
+        capture_output=True,
+    )
     lines = target.read_bytes().splitlines()
     assert len(lines) == 6 and orjson.loads(lines[0])["seq"] == 1
-    missing = subprocess.run([*SKILLYARD, "--home", str(home), "audit", "show", "999"],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [*SKILLYARD, "--home", str(home), "audit", "show", "999"], capture_output=True, text=True
+    )
     assert missing.returncode != 0 and "999" in missing.stderr
 
 

@@ -232,7 +232,9 @@ def test_signed_policies_verify_and_tampering_is_refused(tmp_path: Path, policy_
     _sign(policy_file, "alice", alice_priv)
     assert load_policy(policy_file, require_signed=True, signers=signers).signed_by == "alice"
     # one byte changed after signing
-    policy_file.write_text(policy_file.read_text().replace("timeout_sec = 300", "timeout_sec = 301"))
+    policy_file.write_text(
+        policy_file.read_text().replace("timeout_sec = 300", "timeout_sec = 301")
+    )
     with pytest.raises(ConfigError, match="does not match"):
         load_policy(policy_file, require_signed=True, signers=signers)
     # a signature by a key nobody pinned

@@ -70,7 +70,9 @@ def test_hold_then_grant_executes_exactly_once_across_concurrent_resumes(make_rt
     d, results = run(scenario())
     assert ran == [{"env": "prod"}]
     assert {r.output["deployed"] for r in results} == {"prod"}
-    assert all(r.decision.phase == "completed" and r.decision.action_id == d.action_id for r in results)
+    assert all(
+        r.decision.phase == "completed" and r.decision.action_id == d.action_id for r in results
+    )
     assert actions.get(rt.store, d.action_id).args is None  # arguments dropped once finished
     assert [e for e, _ in events(rt)] == ["decided", "approval", "claimed", "result"]
 
@@ -90,7 +92,9 @@ def test_resume_waits_for_a_decision_that_arrives_later(make_rt):
 
 
 def test_denied_and_timed_out_holds_never_run(make_rt, policy_file):
-    policy_file.write_text(policy_file.read_text().replace("timeout_sec = 300", "timeout_sec = 0.2"))
+    policy_file.write_text(
+        policy_file.read_text().replace("timeout_sec = 300", "timeout_sec = 0.2")
+    )
     rt = make_rt()
     ran = []
     rt.tool("deploy")(lambda a: ran.append(1))
