@@ -80,8 +80,14 @@ def runs(marker: Path) -> int:
 
 def restart(home: Path) -> Runtime:
     rt = Runtime.open(home, roots={})
-    rt.tool("echo")(lambda a: open(home / "marker", "a").write("ran\n") and "again")
-    rt.tool("deploy")(lambda a: open(home / "marker", "a").write("ran\n") and "again")
+
+    def body(args):
+        with open(home / "marker", "a") as f:
+            f.write("ran\n")
+        return "again"
+
+    rt.tool("echo")(body)
+    rt.tool("deploy")(body)
     return rt
 
 
