@@ -73,7 +73,7 @@ class Journal:
     """Buffers ledger entries and commits them in batches from a background thread."""
 
     def __init__(
-        self, store: Store, *, spool_dir: Path | None, interval: float = 0.02, batch: int = 256
+        self, store: Store, *, spool_dir: Path | None, interval: float = 0.01, batch: int = 8192
     ) -> None:
         self.store = store
         self.interval = interval
@@ -126,11 +126,13 @@ class Journal:
                 )
                 self._thread.start()
         if inline:
-            # Busy: commit here in batches rather than fight a thread for the GIL.
+            # Backpressure: the flusher cannot keep up (a slow disk); commit here.
             self.flush()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            # Commits (and SQLite's checkpoints, which wait on the disk) happen here, so
+            # a call never waits for the disk.
             if self._queue:
                 try:
                     self.flush()

@@ -86,6 +86,10 @@ def _entry_hash(row: tuple[Any, ...]) -> str:
 AUTO = -2  # parent: the latest entry of the same action
 
 
+def _s(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
 @dataclass(slots=True)
 class Entry:
     """One event to append.
@@ -122,40 +126,53 @@ def append(conn: sqlite3.Connection, entries: list[Entry]) -> list[int]:
     latest: dict[str, int] = {}
     rows = []
     sec, prefix = -1, ""
+    sha = hashlib.sha256
     for e in entries:
         seq += 1
         parent = e.parent
+        action_id = e.action_id
         if parent == -1:
             parent = seqs[-1] if seqs else None
         elif parent == AUTO:
-            parent = latest.get(e.action_id or "") if e.action_id else None
-            if parent is None and e.action_id:
-                parent = last_seq_of(conn, e.action_id)
-        if e.action_id:
-            latest[e.action_id] = seq
+            parent = latest.get(action_id) if action_id else None
+            if parent is None and action_id:
+                parent = last_seq_of(conn, action_id)
+        if action_id:
+            latest[action_id] = seq
         t = e.at if e.at is not None else now
         whole = int(t)
         if whole != sec:
             sec, prefix = whole, iso(whole)[:-4]
         at = f"{prefix}{int((t - whole) * 1000):03d}Z"
-        body = e.encode()
-        payload_hash = "sha256:" + hashlib.sha256(body).hexdigest()
-        meta = (
-            seq,
-            at,
-            e.event,
-            e.actor,
-            e.tool,
-            e.action_id,
-            e.card_digest,
-            e.policy_version,
-            parent,
-            e.privacy,
-            payload_hash,
-            prev,
+        body = e.body if e.body is not None else e.encode()
+        payload_hash = "sha256:" + sha(body).hexdigest()
+        # Same bytes as _entry_hash(), written out because this loop is the ledger's hot path.
+        h = (
+            "sha256:"
+            + sha(
+                f"{seq}\x1f{at}\x1f{e.event}\x1f{_s(e.actor)}\x1f{_s(e.tool)}\x1f{_s(action_id)}"
+                f"\x1f{_s(e.card_digest)}\x1f{_s(e.policy_version)}\x1f{_s(parent)}\x1f{e.privacy}"
+                f"\x1f{payload_hash}\x1f{prev}".encode()
+            ).hexdigest()
         )
-        h = _entry_hash(meta)
-        rows.append((*meta[:10], body.decode(), payload_hash, prev, h))
+        rows.append(
+            (
+                seq,
+                at,
+                e.event,
+                e.actor,
+                e.tool,
+                action_id,
+                e.card_digest,
+                e.policy_version,
+                parent,
+                e.privacy,
+                body.decode(),
+                payload_hash,
+                prev,
+                h,
+            )
+        )
         prev = h
         seqs.append(seq)
     conn.executemany(f"INSERT INTO gate_ledger ({_COLUMNS}) VALUES ({','.join('?' * 14)})", rows)
