@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import os
 import signal
 import time
@@ -250,8 +251,10 @@ class Gate:
             action_id=action.action_id if action else None,
             request_id=action.request_id if action else None,
         )
-        result.decision = decision  # results are built per call and not shared
-        return result
+        if result.source == "live":
+            result.decision = decision  # built for this call by the executor: not shared
+            return result
+        return dataclasses.replace(result, decision=decision)  # a cache may share its results
 
     # -- holds -----------------------------------------------------------------------------
 
@@ -264,6 +267,7 @@ class Gate:
         privacy = ctx.card.policy.privacy
         args_json = canonical(ctx.args).decode()
         args_hash = digest(ctx.args)
+        self.flush()  # keep this process's entries in the order they happened
         with self.store.transaction() as conn:
             actions.insert(
                 conn,
@@ -459,6 +463,7 @@ class Gate:
                 actor="gate",
             )
             return None
+        self.flush()
         problem = approvals.recheck(action, self.config.approvers)
         if problem is not None:
             # The stored grant does not verify under *this* gate's pinned keys (it was applied
