@@ -257,3 +257,62 @@ def test_bad_config_fails_before_ready(tmp_path):
     cfg.write_text('{"home": "state", "gate": {"policy": "missing.toml"}}')
     with pytest.raises(GateError, match="exited before signalling ready"):
         GateClient(str(cfg), launcher=LAUNCHER, ready_timeout_s=60)
+
+
+# The client's body thread answers into the pipe of the gate we killed: its own warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_gate_killed_while_a_held_tool_runs_never_runs_it_again(example):
+    import os
+    import signal
+
+    started, release = threading.Event(), threading.Event()
+    calls: list[dict] = []
+
+    def slow(args: dict) -> dict:
+        calls.append(args)
+        started.set()
+        release.wait(30)
+        return {"output": "too late"}
+
+    gate = client(example)
+    gate.register_tool("deploy", slow)
+    held = gate.govern("deploy", {"env": "prod"})
+    grant_from_cli(example, held["action_id"])
+    outcome: list[object] = []
+
+    def resume() -> None:
+        try:
+            outcome.append(gate.resume(held["action_id"], held["request_id"], wait_ms=5000))
+        except GateError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=resume, daemon=True)
+    waiter.start()
+    assert started.wait(30), "the tool body never started"
+    os.kill(gate._proc.pid, signal.SIGKILL)  # kill -9 between execute and record
+    gate._proc.wait(timeout=30)
+    waiter.join(timeout=30)
+    assert isinstance(outcome[0], GateError)  # the client was told, not left hanging
+    release.set()
+    gate.close()
+    with client(example) as restarted:
+        restarted.register_tool("deploy", slow)
+        after = restarted.resume(held["action_id"], held["request_id"], wait_ms=1000)
+        assert (after["phase"], after["kind"]) == ("failed", "internal_error")
+    assert calls == [{"env": "prod"}]
+    shown = subprocess.run(
+        [
+            *LAUNCHER,
+            "--json",
+            "audit",
+            "show",
+            held["action_id"],
+            "--config",
+            str(example / "gate.config.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    events = [e["event"] for e in orjson.loads(shown.stdout)]
+    assert events == ["decided", "approval", "claimed", "interrupted"]
