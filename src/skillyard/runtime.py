@@ -62,7 +62,11 @@ MAX_CALL_DEPTH = 16
 # Extensions installed into every runtime by open() and memory(), in this order; each is
 # "module:function" with ``function(runtime) -> None`` reading its own section of
 # ``runtime.config``. The first one installed is the outermost middleware.
-EXTENSIONS: list[str] = ["skillyard.gate:install"]
+EXTENSIONS: list[str] = [
+    "skillyard.host:install",
+    "skillyard.gate:install",
+    "skillyard.memo:install",
+]
 
 
 class Middleware(Protocol):
@@ -119,6 +123,9 @@ class Runtime:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         self.host_factory: Callable[[CallContext], Host] = lambda ctx: DenyAllHost(ctx.tool)
+        # Checks a package must pass before it is registered (the host API refuses packages
+        # whose required permissions are not granted); each raises a SkillyardError.
+        self.admission: list[Callable[[SkillPackage], None]] = []
         self._closed = False
 
     # -- construction ---------------------------------------------------------------
@@ -181,9 +188,21 @@ class Runtime:
             index = PackageIndex(self.store)
         found = discover(roots, index=index)
         self.problems.extend(found.problems)
-        for pkg in found.packages.values():
+        for pkg in list(found.packages.values()):
+            try:
+                self._admit(pkg)
+            except SkillyardError as exc:
+                problem = Problem(str(pkg.path), pkg.root, "refused", str(exc), pkg.id, exc)
+                found.problems.append(problem)
+                self.problems.append(problem)
+                del found.packages[pkg.id]
+                continue
             self._register(pkg)
         return found
+
+    def _admit(self, pkg: SkillPackage) -> None:
+        for check in self.admission:
+            check(pkg)
 
     def add_package(self, path: str | Path, *, root: str = "project") -> SkillPackage:
         """Load one package directory and register it (raises ManifestError when broken)."""
@@ -193,6 +212,7 @@ class Runtime:
         current = self.packages.get(pkg.id)
         if current is not None and current.root == "root" and root != "root":
             raise PermissionDenied(f"skill id {pkg.id!r} is owned by the ROOT layer")
+        self._admit(pkg)
         self._register(pkg)
         return pkg
 

@@ -31,6 +31,8 @@ COMMANDS: dict[str, str] = {
     "approvals": "skillyard.cli.approvals:approvals_group",
     "audit": "skillyard.cli.audit:audit_group",
     "runtime": "skillyard.cli.runtime_gate:runtime_group",
+    "config": "skillyard.cli.config:config_group",
+    "cache": "skillyard.cli.cache:cache_cmd",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)
