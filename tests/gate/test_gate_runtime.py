@@ -257,3 +257,19 @@ def test_importing_skillyard_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_real_memo_sits_inside_the_gate_and_its_hits_are_recorded(make_rt):
+    rt = make_rt()
+    assert [type(m).__name__ for m in rt.middleware][:2] == ["Gate", "Memo"]
+    ran = []
+    rt.tool("echo", policy=Policy(cache="read-through", idempotent=True))(
+        lambda a: ran.append(a) or {"v": a}
+    )
+    first = run(rt.call("echo", {"x": 1}))
+    second = run(rt.call("echo", {"x": 1}))
+    assert (first.source, second.source) == ("live", "cache") and len(ran) == 1
+    assert second.decision.outcome == "allow"  # a cache hit is still decided by the policy
+    find(rt).flush()
+    results = [e["payload"]["source"] for e in ledger.tail(rt.store, 10) if e["event"] == "result"]
+    assert results == ["live", "cache"]
