@@ -34,10 +34,15 @@ def test_allow_runs_and_records_decision_and_result(make_rt):
     r = run(rt.call("echo", {"x": 1}))
     assert r.output == {"echo": {"x": 1}}
     assert (r.decision.outcome, r.decision.phase, r.decision.rule) == ("allow", "completed", "echo")
-    assert events(rt) == [("decided", "echo"), ("result", "echo")]
-    decided, result = ledger.tail(rt.store, 2)
-    assert decided["payload"]["args"] == {"x": 1} and decided["policy_version"].startswith("test@")
-    assert result["parent"] == decided["seq"] and result["payload"]["output"] == {"echo": {"x": 1}}
+    assert events(rt) == [("call", "echo")]  # proposal, decision, execution, result: one entry
+    (call,) = ledger.tail(rt.store, 1)
+    assert call["policy_version"].startswith("test@") and call["actor"] == "local"
+    payload = call["payload"]
+    assert payload["args"] == {"x": 1} and (payload["outcome"], payload["rule"]) == (
+        "allow",
+        "echo",
+    )
+    assert payload["result"] == "ok" and payload["output"] == {"echo": {"x": 1}}
 
 
 def test_deny_raises_policy_denied_without_running(make_rt):
@@ -142,8 +147,8 @@ def test_failures_are_recorded_with_their_kind(make_rt):
         run(rt.call("echo", {}))
     find(rt).flush()
     result = ledger.tail(rt.store, 1)[0]
-    assert result["event"] == "result"
-    assert result["payload"]["outcome"] == "failed"
+    assert result["event"] == "call"
+    assert result["payload"]["result"] == "failed"
     assert result["payload"]["kind"] == "execution_failed"
 
 
@@ -184,7 +189,7 @@ def test_privacy_modes_govern_what_the_ledger_stores(make_rt, privacy, present, 
     run(rt.call("echo", {"password": "hunter2"}))
     find(rt).flush()
     stored = {}
-    for e in ledger.tail(rt.store, 2):
+    for e in ledger.tail(rt.store, 1):
         stored.update(e["payload"])
         assert e["privacy"] == privacy
     for key in present:
@@ -244,7 +249,8 @@ def test_ledger_only_mode_records_without_deciding():
     r = run(rt.call("anything", {}))
     assert r.decision.outcome == "none"
     find(rt).flush()
-    assert [e["payload"]["outcome"] for e in ledger.tail(rt.store, 2)] == ["none", "ok"]
+    (call,) = ledger.tail(rt.store, 1)
+    assert (call["payload"]["outcome"], call["payload"]["result"]) == ("none", "ok")
     assert status(rt)["governed"] is False and status(rt)["mode"] == "ledger-only"
     run(rt.aclose())
 
@@ -271,5 +277,5 @@ def test_the_real_memo_sits_inside_the_gate_and_its_hits_are_recorded(make_rt):
     assert (first.source, second.source) == ("live", "cache") and len(ran) == 1
     assert second.decision.outcome == "allow"  # a cache hit is still decided by the policy
     find(rt).flush()
-    results = [e["payload"]["source"] for e in ledger.tail(rt.store, 10) if e["event"] == "result"]
+    results = [e["payload"]["source"] for e in ledger.tail(rt.store, 10) if e["event"] == "call"]
     assert results == ["live", "cache"]

@@ -93,8 +93,7 @@ def test_allow_deny_and_unregistered(example):
     )
     entries = orjson.loads(audit.stdout)
     assert [(e["event"], e["tool"], e["actor"]) for e in entries] == [
-        ("decided", "echo", "example-agent"),
-        ("result", "echo", "example-agent"),
+        ("call", "echo", "example-agent"),
         ("decided", "other", "example-agent"),
     ]
 

@@ -27,6 +27,7 @@ from skillyard.store import Store
 
 GENESIS = "sha256:" + "0" * 64
 EVENTS = (
+    "call",
     "decided",
     "approval",
     "approval_rejected",

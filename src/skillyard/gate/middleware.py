@@ -30,7 +30,7 @@ from skillyard.gate import actions, approvals, journal, ledger
 from skillyard.gate.actions import Action
 from skillyard.gate.canon import canonical, digest
 from skillyard.gate.config import GateConfig
-from skillyard.gate.ledger import AUTO, Entry
+from skillyard.gate.ledger import Entry
 from skillyard.gate.policy import PolicySet, Verdict, load_policy
 from skillyard.transports.base import CallContext, Caller, CallResult, Decision
 
@@ -167,7 +167,7 @@ class Gate:
         privacy = ctx.card.policy.privacy
         payload = self._verdict_payload(verdict, outcome)
         payload["kind"] = kind
-        self.journal.add([self._decided(ctx, action_id, privacy, payload)])
+        self.journal.add(self._decided(ctx, action_id, privacy, payload), spool=True)
 
     async def _run(
         self, ctx: CallContext, call_next: CallNext, verdict: Verdict | None
@@ -180,40 +180,35 @@ class Gate:
         action_id = "act_" + ctx.call_id
         ctx.notes["gate.action_id"] = action_id
         privacy = ctx.card.policy.privacy
-        journal_.add(
-            [self._decided(ctx, action_id, privacy, self._verdict_payload(verdict, "allow"))],
-            opens=1,
-        )
+        decided = self._decided(ctx, action_id, privacy, self._verdict_payload(verdict, "allow"))
+        journal_.intent(decided)
         _fault("after_allow")
         try:
             result = await call_next(ctx)
         except BaseException as exc:
-            journal_.add([self._result_entry(ctx, action_id, privacy, None, exc)], spool=False)
-            journal_.finished()
+            journal_.add(self._call_entry(decided, None, exc), closes=True)
             raise
         _fault("after_execute")
-        journal_.add([self._result_entry(ctx, action_id, privacy, result, None)], spool=False)
-        journal_.finished()
+        journal_.add(self._call_entry(decided, result, None), closes=True)
         return self._with_decision(result, verdict, None)
 
-    def _result_entry(
-        self,
-        ctx: CallContext,
-        action_id: str,
-        privacy: str,
-        result: CallResult | None,
-        exc: BaseException | None,
+    def _call_entry(
+        self, decided: Entry, result: CallResult | None, exc: BaseException | None
     ) -> Entry:
+        """The one ledger entry of an allowed call: proposal, decision, execution, result."""
+        payload = dict(decided.payload)
+        outcome = self._result_payload(result, exc, decided.privacy)
+        payload["result"] = outcome.pop("outcome")
+        payload.update(outcome)
         return Entry(
-            "result",
-            ctx.caller.principal,
-            ctx.card.name,
-            action_id,
-            ctx.card.digest,
-            self.policy_version,
-            privacy,
-            self._result_payload(result, exc, privacy),
-            AUTO,
+            "call",
+            decided.actor,
+            decided.tool,
+            decided.action_id,
+            decided.card_digest,
+            decided.policy_version,
+            decided.privacy,
+            payload,
         )
 
     @staticmethod
