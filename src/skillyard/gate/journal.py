@@ -99,7 +99,24 @@ class Journal:
             entry.at = time.time()
         if self._fd is None:
             return
-        data = _line(entry)
+        e = entry  # only recovery reads this line back, so it need not be canonical yet
+        data = (
+            orjson.dumps(
+                [
+                    e.event,
+                    e.actor,
+                    e.tool,
+                    e.action_id,
+                    e.card_digest,
+                    e.policy_version,
+                    e.privacy,
+                    ledger.filter_payload(e.privacy, e.payload),
+                    e.at,
+                ],
+                default=repr,
+            )
+            + b"\n"
+        )
         with self._lock:
             os.write(self._fd, data)
             self._offset += len(data)
