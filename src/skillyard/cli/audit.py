@@ -37,7 +37,7 @@ def _rows(entries: list[dict[str, Any]]) -> None:
 def _brief(payload: object) -> str:
     if not isinstance(payload, dict):
         return str(payload)[:60]
-    keys = ("outcome", "kind", "rule", "source", "approver_id", "problem")
+    keys = ("outcome", "result", "kind", "rule", "source", "approver_id", "problem")
     return " ".join(f"{k}={payload[k]}" for k in keys if payload.get(k) is not None)[:80]
 
 
