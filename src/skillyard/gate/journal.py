@@ -20,6 +20,7 @@ be visible to other processes at once, so they commit directly.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -87,6 +88,16 @@ class Journal:
         self._path: Path | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._flush_lock = threading.Lock()
+        # A file store gets a connection of our own: a slow commit here must not hold the
+        # store's lock, which every other subsystem of this process waits on.
+        self._conn: sqlite3.Connection | None = None
+        if store.path != ":memory:":
+            self._conn = sqlite3.connect(
+                store.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
             self._path = spool_dir / _spool_name(actions.INSTANCE)
@@ -156,19 +167,33 @@ class Journal:
 
     def flush(self) -> int:
         """Commit everything queued so far; returns the number of entries moved."""
-        with self._lock:
-            batch, self._queue = self._queue, []
-        if not batch:
-            return 0
-        try:
-            with self.store.transaction() as conn:
-                ledger.append(conn, batch)
-        except BaseException:
+        with self._flush_lock:
             with self._lock:
-                self._queue[:0] = batch
-            raise
+                batch, self._queue = self._queue, []
+            if not batch:
+                return 0
+            try:
+                self._commit(batch)
+            except BaseException:
+                with self._lock:
+                    self._queue[:0] = batch
+                raise
         self._maybe_rotate()
         return len(batch)
+
+    def _commit(self, batch: list[Entry]) -> None:
+        conn = self._conn
+        if conn is None:
+            with self.store.transaction() as c:
+                ledger.append(c, batch)
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ledger.append(conn, batch)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _maybe_rotate(self) -> None:
         with self._lock:
@@ -183,6 +208,9 @@ class Journal:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.flush()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
