@@ -315,3 +315,25 @@ def test_gate_killed_while_a_held_tool_runs_never_runs_it_again(example):
     )
     events = [e["event"] for e in orjson.loads(shown.stdout)]
     assert events == ["decided", "approval", "claimed", "interrupted"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        '{"home": 3, "gate": {"policy": "policy.toml"}}',
+        '{"gate": {"policy": "policy.toml"}, "surprise": true}',
+        '{"gate": {"policy": "policy.toml"}, "tool_exec_timeout_ms": -1}',
+        "[1, 2]",
+        "{not json",
+    ],
+    ids=["home-not-a-string", "unknown-key", "bad-timeout", "not-an-object", "not-json"],
+)
+def test_hostile_sidecar_configs_are_refused_with_a_reason(tmp_path, config):
+    from skillyard.errors import ConfigError
+    from skillyard.serve.gate_rpc import SidecarConfig
+
+    path = tmp_path / "gate.json"
+    path.write_text(config)
+    with pytest.raises(ConfigError) as err:
+        SidecarConfig(path)
+    assert str(path) in err.value.message

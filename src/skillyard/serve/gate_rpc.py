@@ -82,11 +82,14 @@ class SidecarConfig:
             raise ConfigError(
                 f"config {p}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(CONFIG_KEYS))}"
             )
+        for key in ("home", "project_id", "principal"):
+            if key in data and (not isinstance(data[key], str) or not data[key]):
+                raise ConfigError(f"config {p}: {key} must be a non-empty string")
         base = p.parent
         self.path = p
-        self.home = (base / str(data.get("home", ".skillyard"))).absolute()
-        self.project_id = str(data.get("project_id", "skillyard"))
-        self.principal = str(data.get("principal", "lodestar"))
+        self.home = (base / data.get("home", ".skillyard")).absolute()
+        self.project_id = data.get("project_id", "skillyard")
+        self.principal = data.get("principal", "lodestar")
         timeout = data.get("tool_exec_timeout_ms", 30_000)
         if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
             raise ConfigError(f"config {p}: tool_exec_timeout_ms must be a positive integer")
