@@ -44,6 +44,75 @@ def pointer(path: Any) -> str:
     return "/" + "/".join(parts) if parts else ""
 
 
+_TYPES = frozenset({"array", "boolean", "integer", "null", "number", "object", "string"})
+_TEXT = frozenset({"title", "description", "$comment", "format"})
+_SUB = frozenset({"items", "additionalProperties", "not", "contains", "propertyNames"})
+_SUB_MAPS = frozenset({"properties", "$defs"})
+_SUB_LISTS = frozenset({"anyOf", "oneOf", "allOf"})
+_NUMBERS = frozenset({"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"})
+_COUNTS = frozenset(
+    {"minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"}
+)
+_FLAGS = frozenset({"uniqueItems", "readOnly", "writeOnly", "deprecated"})
+_ANY = frozenset({"default", "const", "enum", "examples"})
+
+
+def _plainly_valid(schema: Any) -> bool:
+    """True when ``schema`` uses only common keywords, each with a value the metaschema allows.
+
+    A conservative fast path for manifest loading: importing ``jsonschema`` costs more
+    than the whole cold start of ``skillyard serve mcp``. Anything unusual returns
+    False and gets the full metaschema check.
+    """
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, Mapping):
+        return False
+    for key, value in schema.items():
+        if key == "type":
+            kinds = value if isinstance(value, list) else [value]
+            if not kinds or len(set(map(str, kinds))) != len(kinds):
+                return False
+            if not all(isinstance(k, str) and k in _TYPES for k in kinds):
+                return False
+        elif key == "required":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return False
+            if len(set(value)) != len(value):
+                return False
+        elif key in _TEXT:
+            if not isinstance(value, str):
+                return False
+        elif key in _SUB:
+            if not _plainly_valid(value):
+                return False
+        elif key in _SUB_MAPS:
+            if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and _plainly_valid(v) for k, v in value.items()
+            ):
+                return False
+        elif key in _SUB_LISTS:
+            if not isinstance(value, list) or not value:
+                return False
+            if not all(_plainly_valid(v) for v in value):
+                return False
+        elif key in _NUMBERS:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return False
+        elif key in _COUNTS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                return False
+        elif key in _FLAGS:
+            if not isinstance(value, bool):
+                return False
+        elif key in _ANY:
+            if key in ("enum", "examples") and not isinstance(value, list):
+                return False
+        else:
+            return False
+    return True
+
+
 # Keywords whose meaning differs between Draft-07 and Draft 2020-12: a schema using
 # one of them always gets the authoritative 2020-12 meta-schema check.
 _DRAFT_SENSITIVE = frozenset({"items", "additionalItems", "dependencies", "$recursiveRef"})
@@ -73,6 +142,8 @@ def schema_problem(schema: Any) -> str | None:
     global _meta_fast
     if not isinstance(schema, Mapping | bool):
         return f"a schema must be an object or a boolean, not {type(schema).__name__}"
+    if _plainly_valid(schema):
+        return None
     if not _uses_2020(schema) and not _uses_sensitive(schema):
         import fastjsonschema
 

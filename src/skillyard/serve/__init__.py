@@ -1,1 +1,2 @@
-"""Serving skills to agents: the MCP server and the Lodestar-compatible gate sidecar."""
+"""Serving the runtime to agents: the MCP server (stdio, streamable HTTP) and the
+Lodestar-compatible governance sidecar (``skillyard runtime gate``)."""
