@@ -66,7 +66,7 @@ def proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SyncRuntim
     rt.close()
 
 
-def call(rt: SyncRuntime, method: str, **params: Any) -> dict[str, Any]:
+def call(rt: SyncRuntime, method: str, /, **params: Any) -> dict[str, Any]:
     out: dict[str, Any] = rt.call("worker-probe", {"method": method, "params": params}).output
     return out
 
@@ -112,3 +112,9 @@ def test_symlink_planted_by_the_process_cannot_lead_out(proc: SyncRuntime, tmp_p
     link.symlink_to(tmp_path / "outside.txt")
     out = call(proc, "fs.read_text", path="out/link")
     assert out["code"] == "permission_denied" and "resolves to" in out["message"]
+
+
+def test_host_params_may_be_called_method(proc: SyncRuntime) -> None:
+    """http.request takes a ``method`` parameter; the worker helper must pass it through."""
+    out = call(proc, "http.request", method="POST", url="http://example.com/")
+    assert out["code"] == "permission_denied" and "no http permission" in out["message"]
