@@ -225,6 +225,16 @@ def test_doctor_shows_the_refused_requirement(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "refused: [user]" in out.stdout and "permissions.http.hosts[0]" in out.stdout
+    (home / "config.toml").write_text("[grants.net]\n[grants.nte]\nenv = []\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "skillyard", "--home", str(home), "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert 'warning: [grants."nte"]' in out.stdout and "matches no skill package" in out.stdout
+    assert '[grants."net"]' not in out.stdout
 
 
 def test_runtime_open_reads_grants_from_config_toml(tmp_path: Path) -> None:
