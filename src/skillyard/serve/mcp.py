@@ -50,6 +50,7 @@ META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 META_PENDING = "dev.skillyard/pending"
 
 Reply = Callable[[dict[str, Any]], None]
+MAX_HELD = 10_000
 
 
 def error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -85,6 +86,7 @@ class McpServer:
         self.options = options or ServeOptions.from_config(runtime.config)
         self.exposure = Exposure(runtime, self.options)
         self.caller = self.exposure.caller
+        self._held: dict[tuple[str, bytes], str] = {}  # (tool, canonical args) -> action id
         self._info = {"name": self.options.name, "version": SERVER_VERSION}
 
     # -- what is exposed ---------------------------------------------------------------
@@ -448,16 +450,27 @@ class McpServer:
             if not isinstance(inner, dict):
                 return _tool_error("invalid_arguments", "arguments.arguments must be an object")
             args = inner
+        # A call the gate held is finished by calling again with the same arguments:
+        # that resumes the held action instead of proposing a new one.
+        key = (card.name, orjson.dumps(args, option=orjson.OPT_SORT_KEYS))
+        held = self._held.pop(key, None)
         try:
-            result = await self.runtime.call(
-                card.name, args, caller=self.caller, sink=self._sink(params, reply)
-            )
+            if held is not None:
+                result = await self.runtime.resume(held, caller=self.caller)
+            else:
+                result = await self.runtime.call(
+                    card.name, args, caller=self.caller, sink=self._sink(params, reply)
+                )
         except SkillNotFound as exc:
             raise _RpcError(INVALID_PARAMS, f"unknown tool: {name}") from exc
         except InvalidArguments as exc:
             return _tool_error(exc.code, exc.message, pointer=exc.pointer)
         except SkillyardError as exc:
             return _tool_error(exc.code, exc.message)
+        if result.pending and result.decision.action_id:
+            if len(self._held) >= MAX_HELD:
+                self._held.pop(next(iter(self._held)))
+            self._held[key] = result.decision.action_id
         return self._tool_result(tool, result, version)
 
     def _tool_result(self, tool: Tool, result: CallResult, version: str) -> dict[str, Any]:
@@ -465,7 +478,7 @@ class McpServer:
             d = result.decision
             text = (
                 f"This call is held for approval (action id {d.action_id}). "
-                f"Approve it with `skillyard approvals approve {d.action_id}`, then call "
+                f"Approve it with `skillyard approvals grant {d.action_id}`, then call "
                 "the tool again with the same arguments to get its result."
             )
             out = _tool_error("pending_approval", text)
