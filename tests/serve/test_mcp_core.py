@@ -154,8 +154,8 @@ def test_imported_mcp_tools_get_cautious_hints() -> None:
 
 
 def test_held_call_completes_when_called_again_after_approval(tmp_path: Path) -> None:
-    from skillyard.gate import find
     from skillyard.gate import actions as gate_actions
+    from skillyard.gate import find
     from skillyard.gate.approvals import make_decision
 
     policy = tmp_path / "policy.toml"
