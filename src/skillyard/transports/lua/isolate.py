@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from skillyard.transports.lua.harness import ENGINE, HARNESS, VULCAN
+from skillyard.transports.lua.harness import HARNESS
+from skillyard.transports.lua.patterns import ENGINE
 
 MB = 1024 * 1024
 # Above this estimated number of matcher steps a pattern call runs in the hooked Lua engine.
@@ -43,6 +44,8 @@ def harness_bytecode() -> tuple[bytes, bytes]:
     """The harness and the vulcan table compiled once per process (isolates load bytecode)."""
     if not _BYTECODE:
         import lupa.lua54 as lupa
+
+        from skillyard.transports.lua.vulcan import VULCAN
 
         compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
         dump = compiler.eval(
