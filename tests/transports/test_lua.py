@@ -260,6 +260,13 @@ def test_functions_and_invalid_utf8_cannot_be_returned(tmp_path):
         run_lua(tmp_path, "return {f = print}")
     with pytest.raises(SkillError, match="UTF-8"):
         run_lua(tmp_path / "b", "return '\\255\\254'")
+    with pytest.raises(SkillError, match="UTF-8"):
+        run_lua(tmp_path / "c", "return {nested = {'\\255'}}")
+    out = run_lua(
+        tmp_path / "d",
+        "local ok, e = pcall(vulcan.json.encode, {'\\255'}) return {ok = ok, code = e.code}",
+    )
+    assert out == {"ok": False, "code": "invalid_argument"}
 
 
 def test_luaskills_results_content_hint_and_host_result(tmp_path):
@@ -301,3 +308,43 @@ def test_example_notes_package_with_a_test_host(tmp_path):
     assert found["method"] == "embedding"
     assert [h["title"] for h in found["hits"]] == ["Lua in Python"]
     assert summary.content == "summary of 2 notes"
+
+
+def test_concurrent_calls_waiting_on_the_host_use_separate_isolates(tmp_path):
+    import asyncio
+
+    from skillyard import Runtime
+
+    class SlowHost:
+        def __init__(self) -> None:
+            self.waiting = 0
+            self.release = asyncio.Event()
+
+        async def dispatch(self, method, params):
+            self.waiting += 1
+            await self.release.wait()
+            return params["key"].upper()
+
+    write_lua_package(
+        tmp_path,
+        "local v = vulcan.config.get(args.k) return {k = args.k, v = v, seen = seen}",
+        options={"isolation": "warm"},
+    )
+
+    async def main():
+        host = SlowHost()
+        rt = Runtime.memory()
+        rt.host_factory = lambda ctx: host
+        rt.add_package(tmp_path / "probe", root="memory")
+        calls = [asyncio.create_task(rt.call("probe-run", {"k": k})) for k in ("a", "b", "c")]
+        while host.waiting < 3:
+            await asyncio.sleep(0)
+        host.release.set()
+        outs = [r.output for r in await asyncio.gather(*calls)]
+        health = await rt.transport("lua").health()
+        await rt.aclose()
+        return outs, health
+
+    outs, health = asyncio.run(main())
+    assert outs == [{"k": k, "v": k.upper()} for k in ("a", "b", "c")]
+    assert health["isolates"] == 3 and health["pooled"] == 3

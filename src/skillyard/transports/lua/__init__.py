@@ -44,7 +44,9 @@ OVERFLOW_MODES = ("error", "truncate")
 _TRUSTED_ROOTS = ("root", "memory")
 
 
-def limit_error(reason: str, *, tool: str, budget: float, timeout: float, memory: int) -> Exception:
+def limit_error(
+    reason: str, *, tool: str, budget: float, timeout: float, memory: int
+) -> SkillyardError:
     """The error for a tripped limit (``instructions``, ``timeout`` or ``memory``)."""
     if reason == "timeout":
         return SkillTimeout(
@@ -247,8 +249,12 @@ class LuaTransport:
                 chunk = iso.chunk((plan.rel, bytecode), bytecode, plan.rel)
                 if plan.bytecode is not None:
                     iso.chunks[plan.rel] = chunk
-            values = await self.drive(iso, card, ctx, chunk, plan.fn_key, args, plan=plan)
-            raw = self._result(iso, card, values)
+            res = self._start(
+                iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
+            )
+            if res[0] != "done":
+                res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
+            raw = self._result(iso, card, res[2:])
             reusable = True
             return raw
         except SkillError:
@@ -274,28 +280,56 @@ class LuaTransport:
         env: Any = None,
         code: str | None = None,
         deadline: float | None = None,
-        plan: _Plan | None = None,
     ) -> tuple[Any, ...]:
         """Run one call to completion, answering host requests; returns the Lua results."""
-        if plan is not None:
-            budget, step = plan.budget, plan.step
-        else:
-            budget = card.limits.instructions or self.instructions or math.inf
-            step = int(min(HOOK_STEP, budget))
+        budget = card.limits.instructions or self.instructions or math.inf
+        step = int(min(HOOK_STEP, budget))
         if deadline is None:
             assert ctx is not None
             deadline = ctx.deadline
+        res = self._start(iso, card, ctx, chunk, fn_key, args, budget, step, deadline, env, code)
+        if res[0] != "done":
+            res = await self._settle(iso, card, ctx, res, budget, deadline)
+        return res[2:]
+
+    def _start(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        chunk: Any,
+        fn_key: str | None,
+        args: Any,
+        budget: float,
+        step: int,
+        deadline: float,
+        env: Any = None,
+        code: str | None = None,
+    ) -> tuple[Any, ...]:
         try:
             lua_args = iso.to_lua(args)
             if env is not None:
                 assert code is not None
-                res = iso.eval(env, code, lua_args, budget, deadline, step)
-            else:
-                res = iso.start(chunk, fn_key, lua_args, budget, deadline, step)
+                return iso.eval(env, code, lua_args, budget, deadline, step)
+            return iso.start(chunk, fn_key, lua_args, budget, deadline, step)
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, budget, exc) from exc
+
+    async def _settle(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        res: tuple[Any, ...],
+        budget: float,
+        deadline: float,
+    ) -> tuple[Any, ...]:
+        """Answer host requests until the call is done; raise what a failure calls for."""
+        try:
             while True:
                 status = res[0]
                 if status == "done":
-                    return res[2:]
+                    return res
                 if status == "host":
                     res = await self._host(iso, card, ctx, res[1], res[2], deadline)
                     continue
@@ -309,25 +343,30 @@ class LuaTransport:
                         memory=iso.memory_limit,
                     )
                 raise self._error(iso, card, res[1])
-        except self._lua_memory_error as exc:
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, budget, exc) from exc
+
+    def _translate(
+        self, iso: Isolate, card: Card, ctx: CallContext | None, budget: float, exc: Exception
+    ) -> SkillyardError:
+        if isinstance(exc, self._lua_memory_error):
             iso.dead = True
-            raise limit_error(
+            return limit_error(
                 "memory",
                 tool=card.name,
                 budget=budget,
                 timeout=_timeout(card, ctx),
                 memory=iso.memory_limit,
-            ) from exc
-        except self._lua_error as exc:
-            iso.dead = True
-            raise TransportError(f"{card.name}: the Lua VM failed: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise SkillError(
+            )
+        if isinstance(exc, UnicodeDecodeError):
+            return SkillError(
                 f"{card.name}: the skill produced a string that is not valid UTF-8; "
                 "JSON carries text only (encode bytes as base64)"
-            ) from exc
-        except ConversionError as exc:
-            raise SkillError(f"{card.name}: {exc}") from exc
+            )
+        if isinstance(exc, ConversionError):
+            return SkillError(f"{card.name}: {exc}")
+        iso.dead = True
+        return TransportError(f"{card.name}: the Lua VM failed: {exc}")
 
     async def _host(
         self,
@@ -360,10 +399,14 @@ class LuaTransport:
                 f"{card.name}: timed out after {card.limits.timeout_sec:g}s waiting for host "
                 f"call {method!r}"
             ) from exc
-        except (SkillyardError, ConversionError) as exc:
+        except (SkillyardError, ConversionError, UnicodeDecodeError) as exc:
             api.state.errors.append(exc)
             code = exc.code if isinstance(exc, SkillyardError) else "invalid_argument"
-            message = exc.message if isinstance(exc, SkillyardError) else str(exc)
+            message = (
+                exc.message
+                if isinstance(exc, SkillyardError)
+                else f"vulcan: host call {method!r}: parameters are not JSON text ({exc})"
+            )
             return iso.resume(False, None, code, message, len(api.state.errors))
         return iso.resume(True, iso.to_lua(value))
 
@@ -384,8 +427,8 @@ class LuaTransport:
         if len(values) == 1 and type(values[0]) is not str:
             try:
                 output = iso.to_py(values[0])
-            except ConversionError as exc:
-                raise SkillError(f"{card.name}: cannot return this value: {exc}") from exc
+            except (ConversionError, UnicodeDecodeError) as exc:
+                raise self._translate(iso, card, None, 0, exc) from exc
             size = len(orjson.dumps(output))
             if size > card.limits.max_output_bytes:
                 raise OutputTooLarge(
@@ -405,8 +448,8 @@ class LuaTransport:
         try:
             text = content if isinstance(content, str) else None
             output = iso.to_py(host_result) if host_result is not None else iso.to_py(content)
-        except ConversionError as exc:
-            raise SkillError(f"{card.name}: cannot return this value: {exc}") from exc
+        except (ConversionError, UnicodeDecodeError) as exc:
+            raise self._translate(iso, card, None, 0, exc) from exc
         if text is not None and len(text.encode()) > limit:
             if overflow != "truncate":
                 raise OutputTooLarge(
