@@ -348,3 +348,20 @@ def test_concurrent_calls_waiting_on_the_host_use_separate_isolates(tmp_path):
     outs, health = asyncio.run(main())
     assert outs == [{"k": k, "v": k.upper()} for k in ("a", "b", "c")]
     assert health["isolates"] == 3 and health["pooled"] == 3
+
+
+def test_json_nulls_round_trip_without_holes(tmp_path):
+    args = {"list": [1, None, 3], "nested": {"z": None}, "empty": {}, "text": "héllo ✓"}
+    body = """
+    return {echo = args, len = #args.list, is_null = args.list[2] == vulcan.json.null,
+            decoded = vulcan.json.decode('[null, {"a": null}]'),
+            missing = vulcan.json.decode('null') == nil}
+    """
+    out = run_lua(tmp_path, body, args)
+    assert out == {
+        "echo": args,
+        "len": 3,
+        "is_null": True,
+        "decoded": [None, {"a": None}],
+        "missing": True,
+    }

@@ -232,6 +232,13 @@ string.rep = function(s, n, sep)
   return srep(s, n, sep)
 end
 
+-- JSON null: one read-only marker table (a nil would leave holes in arrays)
+local NULL = setmetatable({["\0skillyard.null"] = true}, {
+  __newindex = readonly, __pairs = function() return next, {}, nil end,
+  __tostring = function() return "null" end, __metatable = false,
+})
+FROZEN[NULL] = true
+
 -- 6. Errors the Python side recognises, logging, and the vulcan table (loaded on first use).
 local ERRMT = {__tostring = function(e) return rawget(e, "message") end, __metatable = false}
 local OURS = setmetatable({}, {__mode = "k"})
@@ -258,7 +265,7 @@ local function vulcan()
                  select = select, next = next, pairs = pairs, ipairs = ipairs,
                  tostring = tostring}
     VULCAN = assert(load(VULCAN_CODE, "=skillyard.vulcan", "b", env))(
-      PY, HOSTREQ, FROZEN, readonly, mkerr, get_ctx, log, co_yield, co_isyieldable)
+      PY, HOSTREQ, FROZEN, readonly, mkerr, get_ctx, log, co_yield, co_isyieldable, NULL)
   end
   return VULCAN
 end
@@ -397,5 +404,6 @@ function H.describe(e)
   return nil, "an error value of type " .. t
 end
 function H.memory() return collectgarbage("count") end
+H.null = NULL
 return H
 """

@@ -166,7 +166,7 @@ class LocalApi:
 # first time a skill touches ``vulcan``. Host functions yield to the transport (HOSTREQ);
 # the local ones call the LocalApi methods above.
 VULCAN = r"""
-local PY, HOSTREQ, FROZEN, readonly, mkerr, get_ctx, log, co_yield, co_isyieldable = ...
+local PY, HOSTREQ, FROZEN, readonly, mkerr, get_ctx, log, co_yield, co_isyieldable, NULL = ...
 local function after_host(ok, v, code, message, id)
   if ok then return v end
   error(mkerr(code, message, id), 0)
@@ -252,7 +252,7 @@ VNS.models.has = function(kind)
   local status = host("models.has", "models.status", {})
   return type(status) == "table" and status[kind] == true
 end
-VNS.json = {encode = localfn("json_encode"), decode = localfn("json_decode")}
+VNS.json = {encode = localfn("json_encode"), decode = localfn("json_decode"), null = NULL}
 VNS.path = {}
 for _, f in ipairs({"join", "basename", "dirname", "extname", "normalize", "is_absolute",
                     "split", "stem"}) do
