@@ -365,3 +365,21 @@ def test_json_nulls_round_trip_without_holes(tmp_path):
         "decoded": [None, {"a": None}],
         "missing": True,
     }
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_debug_logs_follow_the_package_debug_flag(tmp_path, debug):
+    pkg = tmp_path / "dbg"
+    (pkg / "runtime").mkdir(parents=True)
+    (pkg / "skill.yaml").write_text(
+        f"debug: {str(debug).lower()}\nentries:\n  - {{name: go, lua_entry: runtime/go.lua}}\n"
+    )
+    (pkg / "runtime" / "go.lua").write_text(
+        "return function() vulcan.runtime.log('debug', 'details') "
+        "vulcan.runtime.log('info', 'always') return 1 end"
+    )
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(pkg, root="memory")
+        events = rt.call("dbg-go", {}).events
+    messages = [e["message"] for e in events if e["kind"] == "log"]
+    assert messages == (["details", "always"] if debug else ["always"])

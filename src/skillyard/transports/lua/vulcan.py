@@ -123,8 +123,11 @@ class LocalApi:
     # -- log, context, require ---------------------------------------------------------
 
     def log(self, level: Any, message: Any) -> tuple[Any, ...]:
-        event = {"level": str(level)[:16], "message": str(message)[:MAX_LOG_CHARS]}
         state = self.state
+        card = state.card
+        if level == "debug" and not (card is not None and card.options.get("debug")):
+            return _ok(None)  # debug lines only for packages with `debug: true`
+        event = {"level": str(level)[:16], "message": str(message)[:MAX_LOG_CHARS]}
         if state.ctx is not None:
             state.ctx.emit("log", **event)
         elif state.logs is not None:
