@@ -26,6 +26,15 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# Rebuild the committed WASM guests (needs clang, lld, wasi-libc, libclang-rt-14-dev-wasm32).
+WASM_CC ?= clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all -Wall -Wextra -I sdk/c
+WASM_GUESTS := tests/transports/wasm_guests
+wasm:
+	$(WASM_CC) -o $(WASM_GUESTS)/testskill.wasm $(WASM_GUESTS)/testskill.c
+	$(WASM_CC) -o $(WASM_GUESTS)/echo.wasm $(WASM_GUESTS)/echo.c
+	$(WASM_CC) -o $(WASM_GUESTS)/conf.wasm $(WASM_GUESTS)/conf.c
+	$(WASM_CC) -o examples/skills/tally/tally.wasm examples/skills/tally/tally.c
+
 bench: $(STAMP)
 	$(PY) -m bench
 

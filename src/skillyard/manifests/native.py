@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from skillyard.card import ROLES, Card, Limits, Policy
-from skillyard.errors import ManifestError
+from skillyard.errors import ManifestError, PermissionDenied
 from skillyard.manifests import (
     SkillPackage,
     check_skill_id,
@@ -23,6 +23,9 @@ from skillyard.schema import schema_problem
 
 RUNTIMES = ("python", "process", "lua", "wasm", "mcp")
 PROCESS_MODES = ("json", "lines", "worker")
+_PROCESS_OPTION_KEYS = {"mode", "env", "cwd", "concurrency", "spin_us", "handler"}
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+WASM_OPTIONS = ("warm", "thread", "private_callback")
 PERMISSION_KINDS = ("fs", "http", "shell", "env", "models", "tools", "invoke", "can_be_invoked_by")
 METHOD_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$")
 MAX_METHODS = 256
@@ -194,17 +197,90 @@ def _entry(runtime: str, raw: Any, pkg: Path, cx: _Ctx) -> str:
     return raw
 
 
-def _options(runtime: str, raw: Any, cx: _Ctx, path: str) -> dict[str, Any]:
+def _options(
+    runtime: str, raw: Any, cx: _Ctx, path: str, pkg: Path | None = None
+) -> dict[str, Any]:
     cx.expect(raw, dict, path, "a table")
+    if runtime == "wasm":
+        for key, value in raw.items():
+            if key not in WASM_OPTIONS:
+                raise cx.fail(
+                    f"{path}.{key}", f"unknown wasm option; allowed: {', '.join(WASM_OPTIONS)}"
+                )
+            cx.expect(value, bool, f"{path}.{key}", "true or false")
     if runtime == "process":
+        unknown = sorted(set(raw) - _PROCESS_OPTION_KEYS)
+        if unknown:
+            raise cx.fail(
+                f"{path}.{unknown[0]}",
+                f"unknown process option; allowed: {', '.join(sorted(_PROCESS_OPTION_KEYS))}",
+            )
         mode = raw.get("mode", "json")
         if mode not in PROCESS_MODES:
             raise cx.fail(f"{path}.mode", f"{mode!r} is not one of {', '.join(PROCESS_MODES)}")
         if "env" in raw:
-            cx.str_list(raw["env"], f"{path}.env")
+            for i, name in enumerate(cx.str_list(raw["env"], f"{path}.env")):
+                if not ENV_NAME_RE.match(name):
+                    raise cx.fail(
+                        f"{path}.env[{i}]", f"{name!r} is not an environment variable name"
+                    )
         if "cwd" in raw:
-            cx.expect(raw["cwd"], str, f"{path}.cwd", "a path")
+            cx.expect(raw["cwd"], str, f"{path}.cwd", "a directory inside the package")
+            if pkg is not None:
+                target = inside(pkg, raw["cwd"], file=cx.file, field_path=f"{path}.cwd")
+                if not target.is_dir():
+                    raise cx.fail(f"{path}.cwd", f"{raw['cwd']!r} is not a directory")
+        if "concurrency" in raw:
+            n = cx.expect(raw["concurrency"], int, f"{path}.concurrency", "a whole number")
+            if not 1 <= n <= 1024:
+                raise cx.fail(f"{path}.concurrency", f"{n} is not between 1 and 1024")
+        if "spin_us" in raw:
+            n = cx.expect(raw["spin_us"], int, f"{path}.spin_us", "a whole number of microseconds")
+            if not 0 <= n <= 100_000:
+                raise cx.fail(f"{path}.spin_us", f"{n} is not between 0 and 100000")
+        if "handler" in raw:
+            cx.expect(raw["handler"], str, f"{path}.handler", "a method name")
     return dict(raw)
+
+
+def _wasm_described(
+    path: Path, entry: str, permissions: dict[str, Any], cx: _Ctx
+) -> dict[str, Any]:
+    """Ask the module for its descriptor and check its requirements against the permissions."""
+    if not entry:
+        raise cx.fail("entry", "a wasm skill needs entry = 'skill.wasm' (a module in the package)")
+    try:
+        from skillyard.transports.wasm import abi
+        from skillyard.transports.wasm import describe as wasm_describe
+    except ImportError as exc:
+        raise cx.fail(
+            "runtime",
+            f"wasm skills need wasmtime and msgpack: pip install 'skillyard[wasm]' ({exc})",
+        ) from exc
+    described = wasm_describe(path / entry)
+    unmet = abi.unmet_requirements(described, permissions, skill_dir=str(path.resolve()))
+    if unmet:
+        raise PermissionDenied(
+            f"{cx.file}: not loaded: {entry} {'; '.join(unmet)}; grant it under [permissions] "
+            "or remove the requirement from the module"
+        )
+    return described
+
+
+def _wasm_methods(described: dict[str, Any]) -> list[dict[str, Any]]:
+    """[[methods]] tables built from a wasm descriptor (then validated like written ones)."""
+    out = []
+    for m in described["methods"]:
+        table: dict[str, Any] = {
+            "name": m["name"],
+            "description": m["description"],
+            "input_schema": m["input_schema"],
+            "hidden": m["mcp_hidden"] or m["private_callback"],
+        }
+        if m["private_callback"]:
+            table["options"] = {"private_callback": True}
+        out.append(table)
+    return out
 
 
 def load(path: Path, *, root: str = "memory") -> SkillPackage:
@@ -223,6 +299,7 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
     skill_id = check_skill_id(path.name, file=cx.file, field_path="(directory name)")
     if "id" in data and data["id"] != skill_id:
         raise cx.fail("id", f"{data['id']!r} must equal the directory name {skill_id!r}")
+    version_given = "version" in data
     version = cx.expect(data.get("version", "0.0.0"), str, "version", "a version string")
     description = cx.expect(data.get("description", ""), str, "description", "a string")
     runtime = data.get("runtime")
@@ -232,7 +309,7 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
     permissions = _permissions(data.get("permissions", {}), cx)
     limits = Limits.from_dict(data.get("limits", {}), where=cx.file)
     policy = Policy.from_dict(data.get("policy", {}), where=cx.file)
-    options = _options(runtime, data.get("options", {}), cx, "options")
+    options = _options(runtime, data.get("options", {}), cx, "options", path)
     capabilities = cx.str_list(data.get("capabilities", []), "capabilities")
     config = _config_decls(data.get("config", []), cx)
     help_map: dict[str, Path] = {}
@@ -245,6 +322,16 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
     )
     if not methods and runtime not in ("wasm", "mcp"):
         raise cx.fail("methods", "at least one [[methods]] entry is required")
+    if runtime == "wasm":
+        described = _wasm_described(path, entry, permissions, cx)
+        if not version_given:
+            version = described["skill_version"] or version
+        if not description:
+            description = described["description"]
+        if not methods:
+            methods = _wasm_methods(described)
+        if not methods:
+            raise cx.fail("methods", f"{entry} describes no methods and skill.toml declares none")
     if len(methods) > MAX_METHODS:
         raise cx.fail("methods", f"{len(methods)} methods; at most {MAX_METHODS} are allowed")
 
@@ -284,10 +371,13 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
             if not handler.isidentifier():
                 raise cx.fail(f"{mp}.handler", f"{handler!r} is not an identifier")
             operation = f"{entry}:{handler}"
-        elif "handler" in m:
+        elif "handler" in m and runtime != "process":
             operation = cx.expect(m["handler"], str, f"{mp}.handler", "a string")
         method_options = dict(options)
-        method_options.update(_options(runtime, m.get("options", {}), cx, f"{mp}.options"))
+        if runtime == "process" and "handler" in m:
+            # The worker method name to send; the command stays the package's entry.
+            method_options["handler"] = cx.expect(m["handler"], str, f"{mp}.handler", "a name")
+        method_options.update(_options(runtime, m.get("options", {}), cx, f"{mp}.options", path))
         cards.append(
             Card(
                 id=skill_id,
