@@ -1,7 +1,4 @@
-"""The Lua fixture for the transport conformance suite (conf-echo, -slow, -flood, -fail, -badout).
-
-Add ``"lua": LuaConformanceSkills()`` to ``SKILLS`` in tests/transports/test_conformance.py.
-"""
+"""The Lua fixture of the transport conformance suite (tests/transports/test_conformance.py)."""
 
 from __future__ import annotations
 
