@@ -383,3 +383,20 @@ def test_debug_logs_follow_the_package_debug_flag(tmp_path, debug):
         events = rt.call("dbg-go", {}).events
     messages = [e["message"] for e in events if e["kind"] == "log"]
     assert messages == (["details", "always"] if debug else ["always"])
+
+
+def test_log_floods_and_caught_error_loops_are_bounded(tmp_path):
+    body = """
+    for i = 1, 5000 do print('line', i) end
+    for i = 1, 200 do pcall(vulcan.fs.read, '/etc/passwd') end
+    return vulcan.fs.read('/etc/shadow')
+    """
+    write_lua_package(tmp_path, body)
+    events = []
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        with pytest.raises(PermissionDenied, match="shadow"):
+            rt.call("probe-run", {}, sink=events.append)
+    logs = [e for e in events if e["kind"] == "log"]
+    assert len(logs) == 1001
+    assert "dropped" in logs[-1]["message"]

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from skillyard.errors import (
+    HostError,
     LimitExceeded,
     NotSupported,
     OutputTooLarge,
+    PermissionDenied,
     SkillError,
     SkillTimeout,
     SkillyardError,
@@ -30,7 +32,13 @@ from skillyard.errors import (
 )
 from skillyard.transports.base import CallContext, RawResult
 from skillyard.transports.lua.isolate import MB, ConversionError, Isolate
-from skillyard.transports.lua.vulcan import IDLE, MODULE_RE, CallState, LocalApi
+from skillyard.transports.lua.vulcan import (
+    IDLE,
+    MAX_KEPT_ERRORS,
+    MODULE_RE,
+    CallState,
+    LocalApi,
+)
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -41,6 +49,31 @@ DEFAULT_POOL_SIZE = 4
 HOOK_STEP = 10_000
 MAX_SOURCE_BYTES = 4 * MB
 OVERFLOW_MODES = ("error", "truncate")
+# Host error codes (docs/host-api.md) rebuilt as HostError when the original was not kept.
+HOST_CODES = frozenset(
+    [
+        "invalid_argument",
+        "unknown_method",
+        "not_found",
+        "exists",
+        "not_a_directory",
+        "is_a_directory",
+        "not_empty",
+        "too_large",
+        "decode_error",
+        "io_error",
+        "timeout",
+        "dns_error",
+        "network_error",
+        "too_many_redirects",
+        "exec_failed",
+        "config_missing",
+        "tool_error",
+        "model_unavailable",
+        "provider_error",
+        "budget_exceeded",
+    ]
+)
 _TRUSTED_ROOTS = ("root", "memory")
 
 
@@ -383,8 +416,6 @@ class LuaTransport:
         try:
             py_params = iso.to_py(params) if params is not None else {}
             if ctx is None:
-                from skillyard.errors import PermissionDenied
-
                 raise PermissionDenied(
                     f"host call {method!r} denied: runtime sessions have no skill identity"
                 )
@@ -400,14 +431,17 @@ class LuaTransport:
                 f"call {method!r}"
             ) from exc
         except (SkillyardError, ConversionError, UnicodeDecodeError) as exc:
-            api.state.errors.append(exc)
+            errors = api.state.errors
+            if len(errors) < MAX_KEPT_ERRORS:  # a skill catching errors in a loop keeps none
+                errors.append(exc)
             code = exc.code if isinstance(exc, SkillyardError) else "invalid_argument"
             message = (
                 exc.message
                 if isinstance(exc, SkillyardError)
                 else f"vulcan: host call {method!r}: parameters are not JSON text ({exc})"
             )
-            return iso.resume(False, None, code, message, len(api.state.errors))
+            error_id = len(errors) if errors and errors[-1] is exc else None
+            return iso.resume(False, None, code, message, error_id)
         return iso.resume(True, iso.to_lua(value))
 
     def _error(self, iso: Isolate, card: Card, err: Any) -> BaseException:
@@ -419,6 +453,10 @@ class LuaTransport:
                 return errors[error_id - 1]
         if code == "not_supported":
             return NotSupported(f"{card.name}: {message}", code="not_supported")
+        if code == "permission_denied":
+            return PermissionDenied(message)
+        if code in HOST_CODES:
+            return HostError(message, code=code)
         if code == "entry":
             return SkillError(f"{card.name}: {card.operation}: {message}")
         return SkillError(f"{card.name}: {message}")

@@ -25,12 +25,14 @@ if TYPE_CHECKING:
 
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 MAX_LOG_CHARS = 8192
+MAX_LOG_LINES = 1000
+MAX_KEPT_ERRORS = 64
 
 
 class CallState:
     """What the local helpers of one isolate need to know about the call in flight."""
 
-    __slots__ = ("card", "ctx", "errors", "logs", "modules")
+    __slots__ = ("card", "ctx", "errors", "logged", "logs", "modules")
 
     def __init__(
         self,
@@ -44,6 +46,7 @@ class CallState:
         self.modules = modules
         self.logs = logs
         self.errors: list[BaseException] = []
+        self.logged = 0
 
 
 IDLE = CallState()
@@ -127,6 +130,12 @@ class LocalApi:
         card = state.card
         if level == "debug" and not (card is not None and card.options.get("debug")):
             return _ok(None)  # debug lines only for packages with `debug: true`
+        state.logged += 1
+        if state.logged > MAX_LOG_LINES:
+            if state.logged == MAX_LOG_LINES + 1:
+                level, message = "warning", f"more than {MAX_LOG_LINES} log lines; the rest dropped"
+            else:
+                return _ok(None)
         event = {"level": str(level)[:16], "message": str(message)[:MAX_LOG_CHARS]}
         if state.ctx is not None:
             state.ctx.emit("log", **event)
