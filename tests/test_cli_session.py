@@ -73,11 +73,3 @@ def test_describe_shows_the_luaskills_help(tmp_path):
     out = run(home, "describe", "lua-notes-add")
     assert out.returncode == 0, out.stderr
     assert "help [usage]" in out.stdout and "# Notes" in out.stdout
-
-
-def test_the_lua_demo_step_runs(tmp_path):
-    script = Path(__file__).resolve().parent.parent / "examples" / "lua_demo.py"
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "Saved note 'Lua in Python'" in out.stdout
-    assert '"method":"embedding"' in out.stdout and "summary: 2 notes" in out.stdout
