@@ -28,6 +28,7 @@ MB = 1024 * 1024
 # Above this estimated number of matcher steps a pattern call runs in the hooked Lua engine.
 PATTERN_LIMIT = 20_000_000
 MAX_DEPTH = 100
+_ENGINE_BYTES = ENGINE.encode()  # encoded once, not per isolate
 API_NAMES = ("json_encode", "json_decode", "path", "log", "context", "module")
 _SCALARS = (str, int, bool)
 _NESTED = frozenset((dict, list, tuple))
@@ -99,7 +100,7 @@ class Isolate:
         harness = self.lua.execute(
             core,
             time.monotonic,
-            ENGINE,
+            _ENGINE_BYTES,
             memory_limit,
             PATTERN_LIMIT,
             vulcan,
