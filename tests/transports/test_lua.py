@@ -12,6 +12,7 @@ from skillyard.errors import (
     OutputTooLarge,
     PermissionDenied,
     SkillError,
+    SkillTimeout,
 )
 from tests.transports.luakit import DictHost, run_lua, write_lua_package
 
@@ -400,3 +401,49 @@ def test_log_floods_and_caught_error_loops_are_bounded(tmp_path):
     logs = [e for e in events if e["kind"] == "log"]
     assert len(logs) == 1001
     assert "dropped" in logs[-1]["message"]
+
+
+def test_thread_option_keeps_the_event_loop_free(tmp_path):
+    import asyncio
+
+    from skillyard import Runtime
+
+    host = DictHost()
+    host.config["k"] = "v"
+    write_lua_package(
+        tmp_path,
+        """
+        local deadline = os.clock() + 0.3
+        local n = 0
+        while os.clock() < deadline do n = n + 1 end
+        return {v = vulcan.config.get('k'), spun = n > 0}
+        """,
+        options={"thread": True, "isolation": "warm"},
+    )
+
+    async def main():
+        rt = Runtime.memory()
+        rt.host_factory = host.factory
+        rt.add_package(tmp_path / "probe", root="memory")
+        ticks = 0
+        call = asyncio.create_task(rt.call("probe-run", {}))
+        while not call.done():
+            ticks += 1
+            await asyncio.sleep(0.01)
+        out = call.result().output
+        await rt.aclose()
+        return out, ticks
+
+    out, ticks = asyncio.run(main())
+    assert out == {"v": "v", "spun": True}
+    assert ticks >= 5  # the loop kept running while Lua spun in its worker thread
+
+
+def test_thread_option_still_enforces_limits(tmp_path):
+    with pytest.raises(SkillTimeout):
+        run_lua(
+            tmp_path,
+            "while true do end",
+            limits={"timeout_sec": 0.3},
+            options={"thread": True},
+        )

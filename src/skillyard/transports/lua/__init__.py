@@ -110,6 +110,7 @@ class _Plan:
     budget: float
     step: int
     bytecode: bytes | None
+    thread: bool
 
 
 def _timeout(card: Card, ctx: CallContext | None) -> float:
@@ -264,6 +265,7 @@ class LuaTransport:
             budget,
             int(min(HOOK_STEP, budget)),
             bytecode,
+            bool(card.options.get("thread")),
         )
         self._plans[id(card)] = (card, plan)
         return plan
@@ -282,11 +284,17 @@ class LuaTransport:
                 chunk = iso.chunk((plan.rel, bytecode), bytecode, plan.rel)
                 if plan.bytecode is not None:
                     iso.chunks[plan.rel] = chunk
-            res = self._start(
-                iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
-            )
-            if res[0] != "done":
-                res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
+            if plan.thread:
+                loop = asyncio.get_running_loop()
+                res = await asyncio.to_thread(
+                    self._threaded, loop, iso, card, ctx, chunk, plan, args
+                )
+            else:
+                res = self._start(
+                    iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
+                )
+                if res[0] != "done":
+                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
             raw = self._result(iso, card, res[2:])
             reusable = True
             return raw
@@ -359,25 +367,53 @@ class LuaTransport:
     ) -> tuple[Any, ...]:
         """Answer host requests until the call is done; raise what a failure calls for."""
         try:
-            while True:
-                status = res[0]
-                if status == "done":
-                    return res
-                if status == "host":
-                    res = await self._host(iso, card, ctx, res[1], res[2], deadline)
-                    continue
-                if status == "limit":
-                    iso.dead = True
-                    raise limit_error(
-                        str(res[1]),
-                        tool=card.name,
-                        budget=budget,
-                        timeout=_timeout(card, ctx),
-                        memory=iso.memory_limit,
-                    )
-                raise self._error(iso, card, res[1])
+            while res[0] == "host":
+                res = await self._host(iso, card, ctx, res[1], res[2], deadline)
         except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
             raise self._translate(iso, card, ctx, budget, exc) from exc
+        return self._check(iso, card, ctx, res, budget)
+
+    def _check(
+        self, iso: Isolate, card: Card, ctx: CallContext | None, res: tuple[Any, ...], budget: float
+    ) -> tuple[Any, ...]:
+        """``res`` if the call is done; otherwise raise the error its status calls for."""
+        status = res[0]
+        if status == "done":
+            return res
+        if status == "limit":
+            iso.dead = True
+            raise limit_error(
+                str(res[1]),
+                tool=card.name,
+                budget=budget,
+                timeout=_timeout(card, ctx),
+                memory=iso.memory_limit,
+            )
+        raise self._error(iso, card, res[1])
+
+    def _threaded(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext,
+        chunk: Any,
+        plan: _Plan,
+        args: Any,
+    ) -> tuple[Any, ...]:
+        """A whole call in a worker thread (``options.thread``); host calls hop to the loop."""
+        res = self._start(
+            iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
+        )
+        try:
+            while res[0] == "host":
+                answer = asyncio.run_coroutine_threadsafe(
+                    self._answer(iso, card, ctx, res[1], res[2], ctx.deadline), loop
+                ).result()
+                res = iso.resume(*answer)
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
+        return self._check(iso, card, ctx, res, plan.budget)
 
     def _translate(
         self, iso: Isolate, card: Card, ctx: CallContext | None, budget: float, exc: Exception
@@ -410,6 +446,18 @@ class LuaTransport:
         params: Any,
         deadline: float,
     ) -> tuple[Any, ...]:
+        return iso.resume(*await self._answer(iso, card, ctx, method, params, deadline))
+
+    async def _answer(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        method: Any,
+        params: Any,
+        deadline: float,
+    ) -> tuple[Any, ...]:
+        """Await one host request; returns the arguments for ``Isolate.resume``."""
         import time
 
         api: LocalApi = iso.current
@@ -441,8 +489,8 @@ class LuaTransport:
                 else f"vulcan: host call {method!r}: parameters are not JSON text ({exc})"
             )
             error_id = len(errors) if errors and errors[-1] is exc else None
-            return iso.resume(False, None, code, message, error_id)
-        return iso.resume(True, iso.to_lua(value))
+            return (False, None, code, message, error_id)
+        return (True, iso.to_lua(value))
 
     def _error(self, iso: Isolate, card: Card, err: Any) -> BaseException:
         code, message, error_id = iso.describe(err)
