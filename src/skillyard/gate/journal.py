@@ -19,6 +19,7 @@ be visible to other processes at once, so they commit directly.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -34,12 +35,17 @@ from skillyard.store import Store
 ROTATE_BYTES = 8 * 1024 * 1024
 
 
-def _spool_name(instance: str) -> str:
-    return instance.replace(":", "-") + ".spool"
+_journals = itertools.count(1)
+
+
+def _spool_name(instance: str, n: int) -> str:
+    # one file per journal: two runtimes of one process on one home must not share a spool
+    return f"{instance.replace(':', '-')}-{n}.spool"
 
 
 def _instance_of(name: str) -> str:
-    return name[: -len(".spool")].replace("-", ":", 1)
+    pid, rand = name[: -len(".spool")].split("-")[:2]
+    return f"{pid}:{rand}"
 
 
 def _line(e: Entry) -> bytes:
@@ -100,7 +106,7 @@ class Journal:
             self._conn.execute("PRAGMA synchronous=NORMAL")
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
-            self._path = spool_dir / _spool_name(actions.INSTANCE)
+            self._path = spool_dir / _spool_name(actions.INSTANCE, next(_journals))
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC
             self._fd = os.open(self._path, flags, 0o600)
 
