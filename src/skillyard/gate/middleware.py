@@ -365,6 +365,18 @@ class Gate:
                 continue  # someone else claimed it first: report their outcome
             if status == "executing":
                 # Another resumer is running it; wait for its recorded outcome.
+                if not actions.owner_alive(action.owner):
+                    actions.recover(self.store, ledger_on=self.ledger_on)  # it died: interrupted
+                    continue
+                card = runtime._cards.get(action.tool)
+                limit = (card.limits.timeout_sec if card is not None else 30.0) + 5.0
+                if time.monotonic() > give_up and time.time() - (action.claimed_at or 0) > limit:
+                    raise GateError(
+                        f"{action.tool}: action {action_id!r} is still executing in process "
+                        f"{action.owner} past its time limit; resume it again later",
+                        code="action_executing",
+                        details={"kind": "internal_error", "action_id": action_id},
+                    )
                 await asyncio.sleep(interval)
                 continue
             return self._recorded(action)
