@@ -104,7 +104,8 @@ def test_timeout_kills_the_whole_group_and_leaves_no_orphan(rt, tmp_path):
         f.write(f"{os.getpid()} {os.getpgid(0)} {child.pid}")
     time.sleep(60)
     """
-    add(rt, make_package(tmp_path, "sleeper", script, limits={"timeout_sec": 1}))
+    # long enough for a loaded machine to start Python and write the pids
+    add(rt, make_package(tmp_path, "sleeper", script, limits={"timeout_sec": 3}))
     pids = tmp_path / "pids.txt"
     with pytest.raises(SkillTimeout, match="process group"):
         rt.call("sleeper-run", {"pids": str(pids)})

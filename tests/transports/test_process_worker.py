@@ -189,7 +189,8 @@ def test_crash_is_reported_and_the_worker_restarts(rt, tmp_path):
 
 
 def test_timeout_kills_the_worker_group_and_the_next_call_gets_a_new_one(rt, tmp_path):
-    rt.runtime.add_package(helper_package(tmp_path, limits={"timeout_sec": 1}))
+    rt.runtime.add_package(helper_package(tmp_path, limits={"timeout_sec": 2}))
+    rt.call("helper-echo", {})  # start the worker first: the timeout is about the call alone
     pidfile = tmp_path / "pids"
     with pytest.raises(SkillTimeout, match="process group was killed"):
         rt.call("helper-sleep", {"pidfile": str(pidfile)})
