@@ -60,6 +60,10 @@ def sleep(args, ctx):
         f.write(f"{os.getpid()} {os.getpgid(0)} {child.pid}")
     time.sleep(60)
 
+def nap(args, ctx):
+    time.sleep(args["sec"])
+    return {"pid": os.getpid()}
+
 def crash(args, ctx):
     sys.stderr.write("about to fall over\\n")
     sys.stderr.flush()
@@ -75,9 +79,9 @@ def big(args, ctx):
     return "x" * args["n"]
 
 serve({"echo": echo, "events": events, "host": host, "together": together, "sleep": sleep,
-       "crash": crash, "fail": fail, "boom": boom, "big": big}, concurrency=CONCURRENCY)
+       "crash": crash, "fail": fail, "boom": boom, "big": big, "nap": nap}, concurrency=CONCURRENCY)
 """
-METHODS = ("echo", "events", "host", "together", "sleep", "crash", "fail", "boom", "big")
+METHODS = ("echo", "events", "host", "together", "sleep", "crash", "fail", "boom", "big", "nap")
 
 RAW_WORKER = r"""
 import json, os, sys
@@ -200,6 +204,23 @@ def test_timeout_kills_the_worker_group_and_the_next_call_gets_a_new_one(rt, tmp
     assert is_zombie_or_gone(leader) == "gone"
     assert is_zombie_or_gone(grandchild) in ("gone", "zombie")
     assert rt.call("helper-echo", {}).output["pid"] != leader
+
+
+def test_a_timeout_with_other_calls_in_flight_retires_the_worker(rt, tmp_path):
+    rt.runtime.add_package(helper_package(tmp_path, concurrency=4))
+    old = rt.call("helper-echo", {}).output["pid"]
+
+    async def both() -> list[Any]:
+        stuck = rt.runtime.call("helper-sleep", {"pidfile": str(tmp_path / "p")}, timeout=0.5)
+        busy = rt.runtime.call("helper-nap", {"sec": 3})
+        return await asyncio.gather(stuck, busy, return_exceptions=True)
+
+    stuck, busy = rt.run(both())
+    assert isinstance(stuck, SkillTimeout)
+    assert "takes no new calls" in str(stuck)
+    assert busy.output == {"pid": old}  # the other call finished on the old worker
+    assert wait_group_gone(old) == []  # ...which was then stopped
+    assert rt.call("helper-echo", {}).output["pid"] != old
 
 
 def test_concurrent_calls_run_at_once_in_a_threaded_worker(rt, tmp_path):
