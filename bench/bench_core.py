@@ -99,10 +99,16 @@ def _paired(
     return floor_samples, path_samples
 
 
-def _python_rows(report: Report) -> None:
-    from skillyard import SyncRuntime
+def _bare_runtime() -> Any:
+    """A runtime with no extensions and no middleware: the pipeline alone."""
+    from skillyard.runtime import Runtime, SyncRuntime
+    from skillyard.store import Store
 
-    rt = SyncRuntime.memory()
+    return SyncRuntime(Runtime(store=Store(":memory:")))
+
+
+def _python_rows(report: Report) -> None:
+    rt = _bare_runtime()
     try:
         rt.tool("bench-echo")(skill)
         call = rt.runtime.call
@@ -126,8 +132,6 @@ def _python_rows(report: Report) -> None:
 
 
 def _process_rows(report: Report) -> None:
-    from skillyard import SyncRuntime
-
     n = report.scale(10_000)
     proc = subprocess.Popen(
         [sys.executable, "-c", RAW_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -142,7 +146,7 @@ def _process_rows(report: Report) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        rt = SyncRuntime.memory()
+        rt = _bare_runtime()
         try:
             rt.runtime.add_package(_package(base, "bench-worker", WORKER, "worker"))
             rt.runtime.add_package(
@@ -161,7 +165,7 @@ def _process_rows(report: Report) -> None:
             )
             report.add(
                 "process",
-                "skillyard persistent worker call",
+                "skillyard persistent worker call (no middleware)",
                 path,
                 floor="raw NDJSON+orjson echo child",
                 max_ratio=1.5,
@@ -172,7 +176,7 @@ def _process_rows(report: Report) -> None:
             )
             report.add(
                 "process",
-                "skillyard persistent worker call, spin_us = 0",
+                "skillyard persistent worker call, spin_us = 0 (no middleware)",
                 no_spin,
                 floor="raw NDJSON+orjson echo child",
                 note="every answer through an event-loop round trip (no target)",
