@@ -72,15 +72,35 @@ RPC_PERMISSION_DENIED = -32001
 
 
 class _Pending:
-    __slots__ = ("bytes", "card", "ctx", "fut", "rid", "timer")
+    """One call in flight. The future is made only when the caller has to wait for it."""
 
-    def __init__(self, rid: int, card: Card, ctx: CallContext, fut: asyncio.Future[Any]) -> None:
+    __slots__ = ("bytes", "card", "ctx", "error", "fut", "msg", "rid", "timer")
+
+    def __init__(self, rid: int, card: Card, ctx: CallContext) -> None:
         self.rid = rid
         self.card = card
         self.ctx = ctx
-        self.fut = fut
+        self.fut: asyncio.Future[Any] | None = None
+        self.msg: dict[str, Any] | None = None
+        self.error: BaseException | None = None
         self.bytes = 0
         self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.msg is not None or self.error is not None
+
+    def resolve(self, msg: dict[str, Any]) -> None:
+        if not self.finished:
+            self.msg = msg
+            if self.fut is not None and not self.fut.done():
+                self.fut.set_result(msg)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.finished:
+            self.error = exc
+            if self.fut is not None and not self.fut.done():
+                self.fut.set_exception(exc)
 
 
 _OPT_STR = (str, type(None))
@@ -133,8 +153,7 @@ class Worker:
         if cap > self.line_cap:
             self.line_cap = cap
         self._ids = rid = self._ids + 1
-        fut: asyncio.Future[Any] = self.loop.create_future()
-        p = _Pending(rid, card, ctx, fut)
+        p = _Pending(rid, card, ctx)
         remaining = ctx.deadline - time.monotonic()
         line = orjson.dumps(
             {
@@ -159,18 +178,12 @@ class Worker:
         except OSError:
             pass  # the child is gone; its exit fails this call with the reason
         spin = self.spin_ms
-        if (
-            spin
-            and len(self.pending) == 1
-            and self.ewma_us < spin * 1000
-            and not fut.done()
-            and self._poll.poll(spin)
-        ):
+        if spin and len(self.pending) == 1 and self.ewma_us < spin * 1000 and self._poll.poll(spin):
             self.child.read_stdout()
-        if fut.done() and fut.exception() is None:
+        msg = p.msg
+        if msg is not None:
             # The answer is already here (latency fast path): no timer, no loop round trip.
             self._done(p)
-            msg = fut.result()
         else:
             msg = await self._wait(p, remaining)
         lat = (time.perf_counter() - t0) * 1e6
@@ -187,10 +200,16 @@ class Worker:
 
     async def _wait(self, p: _Pending, remaining: float) -> Any:
         card = p.card
-        if not p.fut.done():
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        p.fut = fut
+        if p.error is not None:
+            fut.set_exception(p.error)
+        elif p.msg is not None:
+            fut.set_result(p.msg)
+        else:
             p.timer = self.loop.call_later(max(0.0, remaining), self._expire, p)
         try:
-            return await p.fut
+            return await fut
         except _Timeout as exc:
             await self._reaped()
             raise SkillTimeout(
@@ -258,10 +277,10 @@ class Worker:
         )
 
     def _expire(self, p: _Pending) -> None:
-        if p.fut.done():
+        if p.finished:
             return
         self._abandon(p)
-        p.fut.set_exception(_Timeout())
+        p.fail(_Timeout())
 
     def _abandon(self, p: _Pending) -> None:
         """Give up on a call the worker is still running: cancel it and retire or stop the worker."""
@@ -347,8 +366,7 @@ class Worker:
             self._protocol_error(f"sent a response to id {rid} with neither result nor error")
             return
         p.bytes += size
-        if not p.fut.done():
-            p.fut.set_result(msg)
+        p.resolve(msg)
 
     def _event(self, msg: dict[str, Any], size: int) -> None:
         params = msg.get("params")
@@ -356,12 +374,12 @@ class Worker:
             return
         p = self.by_call.get(params.get("call_id"))  # type: ignore[arg-type]
         kind = params.get("kind")
-        if p is None or not isinstance(kind, str) or p.fut.done():
+        if p is None or not isinstance(kind, str) or p.finished:
             return  # late or stray events are dropped
         p.bytes += size
         if p.bytes > p.card.limits.max_output_bytes:
             self._abandon(p)
-            p.fut.set_exception(
+            p.fail(
                 OutputTooLarge(
                     f"{p.card.name}: the worker's events and answer passed "
                     f"{p.card.limits.max_output_bytes} bytes (limits.max_output_bytes)"
@@ -440,8 +458,7 @@ class Worker:
         pending = list(self.pending.values())
         self.kill("broke the protocol")
         for p in pending:
-            if not p.fut.done():
-                p.fut.set_exception(make(p.card))
+            p.fail(make(p.card))
 
     def kill(self, reason: str) -> None:
         """Mark the worker dead and SIGKILL its process group (the exit watcher reaps it)."""
@@ -454,12 +471,11 @@ class Worker:
             self.dead = self.child.describe_exit()
         reason = self.child.describe_exit()
         for p in list(self.pending.values()):
-            if not p.fut.done():
-                p.fut.set_exception(
-                    SkillCrashed(
-                        f"{p.card.name}: the worker {reason}; it starts again on the next call"
-                    )
+            p.fail(
+                SkillCrashed(
+                    f"{p.card.name}: the worker {reason}; it starts again on the next call"
                 )
+            )
         for w in self._waiters:
             if not w.done():
                 w.set_result(None)
