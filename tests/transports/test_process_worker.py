@@ -18,6 +18,7 @@ from skillyard.errors import (
     SkillError,
     SkillTimeout,
 )
+from skillyard.transports.base import DenyAllHost
 from skillyard.transports.process import ProcessTransport
 from tests.transports.process_helpers import (
     is_zombie_or_gone,
@@ -286,17 +287,24 @@ def test_reverse_host_requests_are_routed_to_the_calls_host(rt, tmp_path):
     assert "must not leak" not in broken["message"]
 
 
-def test_reverse_host_requests_are_denied_by_default(rt, tmp_path):
+def test_reverse_host_requests_are_denied_by_the_deny_all_host(rt, tmp_path):
+    rt.runtime.host_factory = lambda ctx: DenyAllHost(ctx.tool)
     rt.runtime.add_package(helper_package(tmp_path))
     out = rt.call("helper-host", {"method": "fs.read_text", "params": {"path": "/etc/passwd"}})
     assert out.output["error"] == "permission_denied"
     assert "fs.read_text" in out.output["message"]
 
 
-def test_example_file_method_is_denied_without_a_host_api(rt):
+def test_example_file_method_reads_through_the_real_host_api(rt):
     rt.runtime.add_package(EXAMPLES / "text-stats")
-    with pytest.raises(SkillError, match="denied"):
-        rt.call("text-stats-file", {"path": "/etc/hostname"})
+    seen: list[dict[str, Any]] = []
+    result = rt.call("text-stats-file", {"path": "samples/poem.txt", "top": 1}, sink=seen.append)
+    assert result.output["lines"] == 7 and result.output["words"] == 21
+    assert result.output["top_words"] == [{"word": "on", "count": 3}]
+    assert seen == [{"kind": "progress", "message": "read 110 characters"}]
+    # outside the declared fs permission: the host refuses, the worker reports it
+    with pytest.raises(SkillError, match="outside every directory this skill may read"):
+        rt.call("text-stats-file", {"path": "skill.toml"})
 
 
 @pytest.mark.parametrize(
