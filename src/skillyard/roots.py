@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from skillyard.card import Card
-from skillyard.errors import ConfigError, SkillyardError
+from skillyard.errors import ConfigError, PermissionDenied, SkillyardError
 from skillyard.manifests import SkillPackage, load_package, manifest_file
 from skillyard.transports.base import Caller
 
@@ -172,8 +172,13 @@ def discover(
                 try:
                     pkg = _load(pkg_dir, layer, index)
                 except SkillyardError as exc:
+                    # A loader that refuses on permissions (a wasm module's requirements)
+                    # is a refusal, not a broken package.
+                    kind: Literal["broken", "refused"] = (
+                        "refused" if isinstance(exc, PermissionDenied) else "broken"
+                    )
                     found.problems.append(
-                        Problem(str(pkg_dir), layer, "broken", str(exc), skill_id, exc)
+                        Problem(str(pkg_dir), layer, kind, str(exc), skill_id, exc)
                     )
                     continue
                 except Exception as exc:  # a loader bug must not stop the other packages

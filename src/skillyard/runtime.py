@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from skillyard.card import Card, Limits, Policy
 from skillyard.errors import (
@@ -47,6 +47,9 @@ from skillyard.transports.base import (
     Transport,
 )
 
+if TYPE_CHECKING:
+    from skillyard.sessions import SessionManager
+
 CallNext = Callable[[CallContext], Awaitable[CallResult]]
 
 # Transport kinds and where their implementation lives (imported on first use).
@@ -64,6 +67,7 @@ MAX_CALL_DEPTH = 16
 # ``runtime.config``. The first one installed is the outermost middleware.
 EXTENSIONS: list[str] = [
     "skillyard.host:install",
+    "skillyard.gate:install",
     "skillyard.transports.mcp_catalog:install",
     "skillyard.memo:install",
 ]
@@ -328,6 +332,15 @@ class Runtime:
         t = cls(self)
         self._transports[kind] = t
         return t
+
+    def sessions(self) -> SessionManager:
+        """Persistent runtime sessions on Lua VMs (system authority only; see sessions.py)."""
+        manager: SessionManager | None = self.__dict__.get("_sessions")
+        if manager is None:
+            from skillyard.sessions import SessionManager
+
+            manager = self._sessions = SessionManager(self)
+        return manager
 
     def host_for(self, ctx: CallContext) -> Host:
         """The host API bound to one call (deny-all unless a host API is installed)."""

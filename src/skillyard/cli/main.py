@@ -26,10 +26,16 @@ COMMANDS: dict[str, str] = {
     "validate": "skillyard.cli.skills:validate_cmd",
     "init": "skillyard.cli.skills:init_cmd",
     "doctor": "skillyard.cli.skills:doctor_cmd",
+    "policy": "skillyard.cli.policy:policy_group",
+    "approve": "skillyard.cli.approve:approve_group",
+    "approvals": "skillyard.cli.approvals:approvals_group",
+    "audit": "skillyard.cli.audit:audit_group",
+    "runtime": "skillyard.cli.runtime_gate:runtime_group",
     "config": "skillyard.cli.config:config_group",
     "cache": "skillyard.cli.cache:cache_cmd",
     "serve": "skillyard.cli.serve:serve",
     "mcp": "skillyard.cli.mcp:mcp",
+    "session": "skillyard.cli.session:session",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from skillyard.card import ROLES, Card, Limits, Policy
-from skillyard.errors import ManifestError
+from skillyard.errors import ManifestError, PermissionDenied
 from skillyard.manifests import (
     SkillPackage,
     check_skill_id,
@@ -25,6 +25,7 @@ RUNTIMES = ("python", "process", "lua", "wasm", "mcp")
 PROCESS_MODES = ("json", "lines", "worker")
 _PROCESS_OPTION_KEYS = {"mode", "env", "cwd", "concurrency", "spin_us", "handler"}
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+WASM_OPTIONS = ("warm", "thread", "private_callback")
 PERMISSION_KINDS = ("fs", "http", "shell", "env", "models", "tools", "invoke", "can_be_invoked_by")
 METHOD_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$")
 MAX_METHODS = 256
@@ -182,10 +183,16 @@ def _entry(runtime: str, raw: Any, pkg: Path, cx: _Ctx) -> str:
             if arg.startswith(("./", "../")) or (i == 1 and arg.endswith((".py", ".js", ".sh"))):
                 inside(pkg, arg, file=cx.file, field_path=f"entry[{i}]")
         return orjson.dumps(argv).decode()
+    if runtime == "lua":
+        cx.expect(raw, str, "entry", "a Lua file in the package, e.g. 'skill.lua'")
+        target = inside(pkg, raw, file=cx.file, field_path="entry")
+        if target.suffix != ".lua" or not target.is_file():
+            raise cx.fail("entry", f"{raw!r} must be a .lua file in the package")
+        return raw
     if raw is None:
         return ""
     cx.expect(raw, str, "entry", "a string")
-    if runtime in ("lua", "wasm"):
+    if runtime == "wasm":
         inside(pkg, raw, file=cx.file, field_path="entry")
     return raw
 
@@ -194,6 +201,13 @@ def _options(
     runtime: str, raw: Any, cx: _Ctx, path: str, pkg: Path | None = None
 ) -> dict[str, Any]:
     cx.expect(raw, dict, path, "a table")
+    if runtime == "wasm":
+        for key, value in raw.items():
+            if key not in WASM_OPTIONS:
+                raise cx.fail(
+                    f"{path}.{key}", f"unknown wasm option; allowed: {', '.join(WASM_OPTIONS)}"
+                )
+            cx.expect(value, bool, f"{path}.{key}", "true or false")
     if runtime == "process":
         unknown = sorted(set(raw) - _PROCESS_OPTION_KEYS)
         if unknown:
@@ -229,6 +243,46 @@ def _options(
     return dict(raw)
 
 
+def _wasm_described(
+    path: Path, entry: str, permissions: dict[str, Any], cx: _Ctx
+) -> dict[str, Any]:
+    """Ask the module for its descriptor and check its requirements against the permissions."""
+    if not entry:
+        raise cx.fail("entry", "a wasm skill needs entry = 'skill.wasm' (a module in the package)")
+    try:
+        from skillyard.transports.wasm import abi
+        from skillyard.transports.wasm import describe as wasm_describe
+    except ImportError as exc:
+        raise cx.fail(
+            "runtime",
+            f"wasm skills need wasmtime and msgpack: pip install 'skillyard[wasm]' ({exc})",
+        ) from exc
+    described = wasm_describe(path / entry)
+    unmet = abi.unmet_requirements(described, permissions, skill_dir=str(path.resolve()))
+    if unmet:
+        raise PermissionDenied(
+            f"{cx.file}: not loaded: {entry} {'; '.join(unmet)}; grant it under [permissions] "
+            "or remove the requirement from the module"
+        )
+    return described
+
+
+def _wasm_methods(described: dict[str, Any]) -> list[dict[str, Any]]:
+    """[[methods]] tables built from a wasm descriptor (then validated like written ones)."""
+    out = []
+    for m in described["methods"]:
+        table: dict[str, Any] = {
+            "name": m["name"],
+            "description": m["description"],
+            "input_schema": m["input_schema"],
+            "hidden": m["mcp_hidden"] or m["private_callback"],
+        }
+        if m["private_callback"]:
+            table["options"] = {"private_callback": True}
+        out.append(table)
+    return out
+
+
 def load(path: Path, *, root: str = "memory") -> SkillPackage:
     """Load and fully validate a ``skill.toml`` package directory."""
     file = path / "skill.toml"
@@ -245,6 +299,7 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
     skill_id = check_skill_id(path.name, file=cx.file, field_path="(directory name)")
     if "id" in data and data["id"] != skill_id:
         raise cx.fail("id", f"{data['id']!r} must equal the directory name {skill_id!r}")
+    version_given = "version" in data
     version = cx.expect(data.get("version", "0.0.0"), str, "version", "a version string")
     description = cx.expect(data.get("description", ""), str, "description", "a string")
     runtime = data.get("runtime")
@@ -267,6 +322,16 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
     )
     if not methods and runtime not in ("wasm", "mcp"):
         raise cx.fail("methods", "at least one [[methods]] entry is required")
+    if runtime == "wasm":
+        described = _wasm_described(path, entry, permissions, cx)
+        if not version_given:
+            version = described["skill_version"] or version
+        if not description:
+            description = described["description"]
+        if not methods:
+            methods = _wasm_methods(described)
+        if not methods:
+            raise cx.fail("methods", f"{entry} describes no methods and skill.toml declares none")
     if len(methods) > MAX_METHODS:
         raise cx.fail("methods", f"{len(methods)} methods; at most {MAX_METHODS} are allowed")
 
@@ -299,12 +364,12 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
         output_schema = _schema(m.get("output_schema"), path, cx, f"{mp}.output_schema")
         hidden = cx.expect(m.get("hidden", False), bool, f"{mp}.hidden", "true or false")
         operation = entry
-        if runtime == "python":
+        if runtime in ("python", "lua"):
             handler = cx.expect(
                 m.get("handler", name.replace("-", "_")), str, f"{mp}.handler", "a name"
             )
             if not handler.isidentifier():
-                raise cx.fail(f"{mp}.handler", f"{handler!r} is not a Python identifier")
+                raise cx.fail(f"{mp}.handler", f"{handler!r} is not an identifier")
             operation = f"{entry}:{handler}"
         elif "handler" in m and runtime != "process":
             operation = cx.expect(m["handler"], str, f"{mp}.handler", "a string")
