@@ -287,6 +287,26 @@ def test_reverse_host_requests_are_routed_to_the_calls_host(rt, tmp_path):
     assert "must not leak" not in broken["message"]
 
 
+def test_calls_arriving_during_a_host_request_are_served_after_it(rt, tmp_path):
+    class SlowHost:
+        async def dispatch(self, method: str, params: dict[str, Any]) -> Any:
+            await asyncio.sleep(0.2)  # the second call's request arrives meanwhile
+            return "slow answer"
+
+    rt.runtime.host_factory = lambda ctx: SlowHost()
+    rt.runtime.add_package(helper_package(tmp_path))  # one thread: calls run inline
+    rt.call("helper-echo", {})
+
+    async def both() -> list[Any]:
+        first = rt.runtime.call("helper-host", {"method": "kv.get", "params": {"key": "k"}})
+        second = rt.runtime.call("helper-echo", {"n": 2})
+        return await asyncio.gather(first, second)
+
+    first, second = rt.run(both())
+    assert first.output == {"value": "slow answer"}
+    assert second.output["args"] == {"n": 2}
+
+
 def test_reverse_host_requests_are_denied_by_the_deny_all_host(rt, tmp_path):
     rt.runtime.host_factory = lambda ctx: DenyAllHost(ctx.tool)
     rt.runtime.add_package(helper_package(tmp_path))
