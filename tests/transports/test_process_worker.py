@@ -237,6 +237,21 @@ def test_concurrent_calls_run_at_once_in_a_threaded_worker(rt, tmp_path):
     assert len({r.output["thread"] for r in results}) == 4
 
 
+def test_a_pool_of_workers_spreads_calls_over_processes(rt, tmp_path):
+    rt.runtime.add_package(helper_package(tmp_path, options={"workers": 2}))
+
+    async def naps(n: int) -> list[Any]:
+        return await asyncio.gather(
+            *(rt.runtime.call("helper-nap", {"sec": 0.3}) for _ in range(n))
+        )
+
+    results = rt.run(naps(4))
+    assert len({r.output["pid"] for r in results}) == 2  # never more than `workers`
+    assert len(transport(rt).workers()) == 2
+    # a call alone goes to an idle worker of the pool
+    assert rt.call("helper-echo", {}).output["pid"] in {r.output["pid"] for r in results}
+
+
 def test_multiplexed_answers_go_to_their_own_calls(rt, tmp_path):
     rt.runtime.add_package(helper_package(tmp_path))
 

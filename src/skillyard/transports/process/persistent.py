@@ -110,10 +110,22 @@ class _Timeout(Exception):
     """Set on a pending call's future when its deadline passes."""
 
 
+class Flight:
+    """Calls in flight on every worker of a transport (the fast path waits only when alone)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class Worker:
     """One persistent child and the calls in flight on it."""
 
-    def __init__(self, card: Card, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, card: Card, loop: asyncio.AbstractEventLoop, flight: Flight | None = None
+    ) -> None:
+        self.flight = flight or Flight()
         self.skill = card.id
         self.digest = card.digest
         self.loop = loop
@@ -172,13 +184,15 @@ class Worker:
         self.pending[rid] = p
         self.by_call[ctx.call_id] = p
         self.calls += 1
+        flight = self.flight
+        flight.n += 1
         t0 = time.perf_counter()
         try:
             self.child.write(line + b"\n")
         except OSError:
             pass  # the child is gone; its exit fails this call with the reason
         spin = self.spin_ms
-        if spin and len(self.pending) == 1 and self.ewma_us < spin * 1000 and self._poll.poll(spin):
+        if spin and flight.n == 1 and self.ewma_us < spin * 1000 and self._poll.poll(spin):
             self.child.read_stdout()
         msg = p.msg
         if msg is not None:
@@ -241,6 +255,7 @@ class Worker:
     def _done(self, p: _Pending) -> None:
         if self.pending.get(p.rid) is p:
             del self.pending[p.rid]
+            self.flight.n -= 1
         if self.by_call.get(p.ctx.call_id) is p:
             del self.by_call[p.ctx.call_id]
         if self._waiters:
@@ -284,7 +299,8 @@ class Worker:
 
     def _abandon(self, p: _Pending) -> None:
         """Give up on a call the worker is still running: cancel it and retire or stop the worker."""
-        self.pending.pop(p.rid, None)
+        if self.pending.pop(p.rid, None) is not None:
+            self.flight.n -= 1
         self.by_call.pop(p.ctx.call_id, None)
         self.abandoned.add(p.rid)
         if self.dead is not None:
