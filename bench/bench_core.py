@@ -49,6 +49,18 @@ def echo(args, ctx):
 serve({"echo": echo})
 """
 
+BURN = """
+from skillyard.worker import serve
+
+def burn(args, ctx):
+    x = 0
+    for i in range(args["n"]):
+        x += i
+    return {"x": x}
+
+serve({"burn": burn})
+"""
+
 ONESHOT = """
 import json, sys
 a = json.load(sys.stdin)
@@ -56,13 +68,15 @@ sys.stdout.write(json.dumps({"ok": True, "text": a["text"], "n": a["n"] + 1}))
 """
 
 
-def _package(base: Path, name: str, script: str, mode: str, extra: str = "") -> Path:
+def _package(
+    base: Path, name: str, script: str, mode: str, extra: str = "", method: str = "echo"
+) -> Path:
     pkg = base / name
     pkg.mkdir()
     (pkg / "main.py").write_text(textwrap.dedent(script))
     (pkg / "skill.toml").write_text(
         'version = "1.0.0"\nruntime = "process"\nentry = ["{python}", "main.py"]\n'
-        f'[options]\nmode = "{mode}"\n{extra}\n[[methods]]\nname = "echo"\n'
+        f'[options]\nmode = "{mode}"\n{extra}\n[[methods]]\nname = "{method}"\n'
     )
     return pkg
 
@@ -99,10 +113,16 @@ def _paired(
     return floor_samples, path_samples
 
 
-def _python_rows(report: Report) -> None:
-    from skillyard import SyncRuntime
+def _bare_runtime() -> Any:
+    """A runtime with no extensions and no middleware: the pipeline alone."""
+    from skillyard.runtime import Runtime, SyncRuntime
+    from skillyard.store import Store
 
-    rt = SyncRuntime.memory()
+    return SyncRuntime(Runtime(store=Store(":memory:")))
+
+
+def _python_rows(report: Report) -> None:
+    rt = _bare_runtime()
     try:
         rt.tool("bench-echo")(skill)
         call = rt.runtime.call
@@ -126,8 +146,6 @@ def _python_rows(report: Report) -> None:
 
 
 def _process_rows(report: Report) -> None:
-    from skillyard import SyncRuntime
-
     n = report.scale(10_000)
     proc = subprocess.Popen(
         [sys.executable, "-c", RAW_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -142,7 +160,7 @@ def _process_rows(report: Report) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        rt = SyncRuntime.memory()
+        rt = _bare_runtime()
         try:
             rt.runtime.add_package(_package(base, "bench-worker", WORKER, "worker"))
             rt.runtime.add_package(
@@ -161,7 +179,7 @@ def _process_rows(report: Report) -> None:
             )
             report.add(
                 "process",
-                "skillyard persistent worker call",
+                "skillyard persistent worker call (no middleware)",
                 path,
                 floor="raw NDJSON+orjson echo child",
                 max_ratio=1.5,
@@ -172,7 +190,7 @@ def _process_rows(report: Report) -> None:
             )
             report.add(
                 "process",
-                "skillyard persistent worker call, spin_us = 0",
+                "skillyard persistent worker call, spin_us = 0 (no middleware)",
                 no_spin,
                 floor="raw NDJSON+orjson echo child",
                 note="every answer through an event-loop round trip (no target)",
@@ -204,6 +222,48 @@ def _process_rows(report: Report) -> None:
             proc.wait(timeout=10)
 
 
+def _pool_rows(report: Report) -> None:
+    """Throughput of CPU-bound calls on one worker and on a pool of two (per call, wall)."""
+    calls = 40 if not report.quick else 10
+    rounds = max(3, report.scale(8))
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        rt = _bare_runtime()
+        try:
+            for size in (1, 2):
+                rt.runtime.add_package(
+                    _package(base, f"burn{size}", BURN, "worker", f"workers = {size}", "burn")
+                )
+            call = rt.runtime.call
+
+            def batch(tool: str) -> float:
+                async def go() -> None:
+                    await asyncio.gather(*(call(tool, {"n": 100_000}) for _ in range(calls)))
+
+                t0 = time.perf_counter()
+                rt.run(go())
+                return (time.perf_counter() - t0) * 1e6 / calls
+
+            batch("burn1-burn")
+            batch("burn2-burn")  # start both pools' workers before timing
+            one: list[float] = []
+            two: list[float] = []
+            for _ in range(rounds):
+                one.append(batch("burn1-burn"))
+                two.append(batch("burn2-burn"))
+            report.add("process", "1 persistent worker, CPU-bound calls (per call, wall)", one)
+            report.add(
+                "process",
+                "2 persistent workers (options.workers = 2), same calls",
+                two,
+                floor="1 persistent worker, CPU-bound calls (per call, wall)",
+                max_ratio=round(1 / 1.7, 3),
+                note="target: >= 1.7x the throughput of one worker on 2 cores",
+            )
+        finally:
+            rt.close()
+
+
 def _startup_rows(report: Report) -> None:
     n = max(5, report.scale(20))
     report.add(
@@ -227,5 +287,6 @@ def _startup_rows(report: Report) -> None:
 def run(report: Report) -> None:
     _python_rows(report)
     _process_rows(report)
+    _pool_rows(report)
     _startup_rows(report)
     asyncio.set_event_loop(None)

@@ -80,8 +80,20 @@ class Result:
         self.llm_context = llm_context
         self.usage = dict(usage or {})
 
+    def as_result(self) -> dict[str, Any]:
+        """The JSON-RPC ``result`` object."""
+        result: dict[str, Any] = {"output": self.output}
+        if self.content is not None:
+            result["content"] = self.content
+        if self.llm_context is not None:
+            result["llm_context"] = self.llm_context
+        if self.usage:
+            result["usage"] = self.usage
+        return result
+
 
 Handler = Callable[[dict[str, Any], "Context"], Any]
+_FAILED = object()
 
 
 class Context:
@@ -169,11 +181,14 @@ class _Server:
 
     def run(self) -> None:
         readline = self.stdin.readline
+        fast = self.pool is None
         while not self.stopping:
             line = readline()
             if not line:
                 break
-            self.handle(line)
+            if not (fast and self._call_inline(line)):
+                self.handle(line)
+            # calls that arrived while a host request was answered wait their turn here
             while self.queue and not self.busy:
                 self.call(self.queue.popleft())
         for slot in list(self.slots.values()):  # wake host requests that will never be answered
@@ -224,6 +239,60 @@ class _Server:
                 }
             )
 
+    def _call_inline(self, line: bytes) -> bool:
+        """The hot path: a well-formed call answered on this thread; False for anything else."""
+        try:
+            msg = _loads(line)
+        except ValueError:
+            return False
+        if type(msg) is not dict or msg.get("method") != "call":
+            return False
+        params = msg.get("params")
+        if type(params) is not dict or type(params.get("args")) is not dict:
+            return False
+        handler = self.handlers.get(params.get("method"))  # type: ignore[arg-type]
+        if handler is None:
+            return False
+        rid = msg.get("id")
+        value = self._run_inline(rid, handler, params)
+        if value is _FAILED:
+            return True
+        try:
+            data = _dumps({"jsonrpc": "2.0", "id": rid, "result": value}) + b"\n"
+        except (TypeError, ValueError) as exc:
+            self._send_error(rid, -32000, f"output is not JSON: {exc}")
+            return True
+        n = os.write(self.out, data)
+        if n < len(data):
+            self._write_rest(memoryview(data)[n:])
+        return True
+
+    def _run_inline(self, rid: Any, handler: Handler, params: dict[str, Any]) -> Any:
+        """Run one call on this thread; the result object, or _FAILED once the error is sent."""
+        ctx = Context(self, params)
+        self.busy = True
+        self.contexts[rid] = ctx
+        try:
+            value = handler(params["args"], ctx)
+        except Error as exc:
+            self._send_error(rid, exc.code, exc.message, exc.data)
+            return _FAILED
+        except Exception as exc:
+            self._send_error(rid, -32000, f"{type(exc).__name__}: {exc}")
+            return _FAILED
+        finally:
+            self.contexts.pop(rid, None)
+            self.busy = False
+        if type(value) is Result:
+            return value.as_result()
+        return {"output": value}
+
+    def _send_error(self, rid: Any, code: int, message: str, data: Any = None) -> None:
+        err: dict[str, Any] = {"code": code, "message": message}
+        if data is not None:
+            err["data"] = data
+        self.send({"jsonrpc": "2.0", "id": rid, "error": err})
+
     def call(self, msg: dict[str, Any]) -> None:
         rid = msg.get("id")
         params = msg.get("params") or {}
@@ -267,16 +336,7 @@ class _Server:
             self.contexts.pop(rid, None)
             if inline:
                 self.busy = False
-        if isinstance(value, Result):
-            result: dict[str, Any] = {"output": value.output}
-            if value.content is not None:
-                result["content"] = value.content
-            if value.llm_context is not None:
-                result["llm_context"] = value.llm_context
-            if value.usage:
-                result["usage"] = value.usage
-        else:
-            result = {"output": value}
+        result = value.as_result() if isinstance(value, Result) else {"output": value}
         try:
             self.send({"jsonrpc": "2.0", "id": rid, "result": result})
         except (TypeError, ValueError) as exc:

@@ -104,7 +104,8 @@ def test_timeout_kills_the_whole_group_and_leaves_no_orphan(rt, tmp_path):
         f.write(f"{os.getpid()} {os.getpgid(0)} {child.pid}")
     time.sleep(60)
     """
-    add(rt, make_package(tmp_path, "sleeper", script, limits={"timeout_sec": 1}))
+    # long enough for a loaded machine to start Python and write the pids
+    add(rt, make_package(tmp_path, "sleeper", script, limits={"timeout_sec": 3}))
     pids = tmp_path / "pids.txt"
     with pytest.raises(SkillTimeout, match="process group"):
         rt.call("sleeper-run", {"pids": str(pids)})
@@ -304,11 +305,21 @@ def test_missing_program_is_a_clear_error(rt, tmp_path):
         ({"concurrency": 0}, "options.concurrency"),
         ({"concurrency": "many"}, "options.concurrency"),
         ({"spin_us": -1}, "options.spin_us"),
+        ({"workers": 0}, "options.workers"),
         ({"env": ["OK", "BAD NAME"]}, "options.env[1]"),
         ({"env": "HOME"}, "options.env"),
         ({"shell": True}, "options.shell"),
     ],
-    ids=["mode", "concurrency-zero", "concurrency-type", "spin", "env-name", "env-type", "unknown"],
+    ids=[
+        "mode",
+        "concurrency-zero",
+        "concurrency-type",
+        "spin",
+        "workers",
+        "env-name",
+        "env-type",
+        "unknown",
+    ],
 )
 def test_bad_process_options_name_the_field(rt, tmp_path, options, field):
     pkg = make_package(tmp_path, "badopts", "", options=options)

@@ -18,6 +18,7 @@ from skillyard.errors import (
     SkillError,
     SkillTimeout,
 )
+from skillyard.transports.base import DenyAllHost
 from skillyard.transports.process import ProcessTransport
 from tests.transports.process_helpers import (
     is_zombie_or_gone,
@@ -60,6 +61,10 @@ def sleep(args, ctx):
         f.write(f"{os.getpid()} {os.getpgid(0)} {child.pid}")
     time.sleep(60)
 
+def nap(args, ctx):
+    time.sleep(args["sec"])
+    return {"pid": os.getpid()}
+
 def crash(args, ctx):
     sys.stderr.write("about to fall over\\n")
     sys.stderr.flush()
@@ -75,9 +80,9 @@ def big(args, ctx):
     return "x" * args["n"]
 
 serve({"echo": echo, "events": events, "host": host, "together": together, "sleep": sleep,
-       "crash": crash, "fail": fail, "boom": boom, "big": big}, concurrency=CONCURRENCY)
+       "crash": crash, "fail": fail, "boom": boom, "big": big, "nap": nap}, concurrency=CONCURRENCY)
 """
-METHODS = ("echo", "events", "host", "together", "sleep", "crash", "fail", "boom", "big")
+METHODS = ("echo", "events", "host", "together", "sleep", "crash", "fail", "boom", "big", "nap")
 
 RAW_WORKER = r"""
 import json, os, sys
@@ -189,7 +194,8 @@ def test_crash_is_reported_and_the_worker_restarts(rt, tmp_path):
 
 
 def test_timeout_kills_the_worker_group_and_the_next_call_gets_a_new_one(rt, tmp_path):
-    rt.runtime.add_package(helper_package(tmp_path, limits={"timeout_sec": 1}))
+    rt.runtime.add_package(helper_package(tmp_path, limits={"timeout_sec": 2}))
+    rt.call("helper-echo", {})  # start the worker first: the timeout is about the call alone
     pidfile = tmp_path / "pids"
     with pytest.raises(SkillTimeout, match="process group was killed"):
         rt.call("helper-sleep", {"pidfile": str(pidfile)})
@@ -199,6 +205,23 @@ def test_timeout_kills_the_worker_group_and_the_next_call_gets_a_new_one(rt, tmp
     assert is_zombie_or_gone(leader) == "gone"
     assert is_zombie_or_gone(grandchild) in ("gone", "zombie")
     assert rt.call("helper-echo", {}).output["pid"] != leader
+
+
+def test_a_timeout_with_other_calls_in_flight_retires_the_worker(rt, tmp_path):
+    rt.runtime.add_package(helper_package(tmp_path, concurrency=4))
+    old = rt.call("helper-echo", {}).output["pid"]
+
+    async def both() -> list[Any]:
+        stuck = rt.runtime.call("helper-sleep", {"pidfile": str(tmp_path / "p")}, timeout=0.5)
+        busy = rt.runtime.call("helper-nap", {"sec": 3})
+        return await asyncio.gather(stuck, busy, return_exceptions=True)
+
+    stuck, busy = rt.run(both())
+    assert isinstance(stuck, SkillTimeout)
+    assert "takes no new calls" in str(stuck)
+    assert busy.output == {"pid": old}  # the other call finished on the old worker
+    assert wait_group_gone(old) == []  # ...which was then stopped
+    assert rt.call("helper-echo", {}).output["pid"] != old
 
 
 def test_concurrent_calls_run_at_once_in_a_threaded_worker(rt, tmp_path):
@@ -212,6 +235,21 @@ def test_concurrent_calls_run_at_once_in_a_threaded_worker(rt, tmp_path):
     results = rt.run(four())
     assert len({r.output["pid"] for r in results}) == 1
     assert len({r.output["thread"] for r in results}) == 4
+
+
+def test_a_pool_of_workers_spreads_calls_over_processes(rt, tmp_path):
+    rt.runtime.add_package(helper_package(tmp_path, options={"workers": 2}))
+
+    async def naps(n: int) -> list[Any]:
+        return await asyncio.gather(
+            *(rt.runtime.call("helper-nap", {"sec": 0.3}) for _ in range(n))
+        )
+
+    results = rt.run(naps(4))
+    assert len({r.output["pid"] for r in results}) == 2  # never more than `workers`
+    assert len(transport(rt).workers()) == 2
+    # a call alone goes to an idle worker of the pool
+    assert rt.call("helper-echo", {}).output["pid"] in {r.output["pid"] for r in results}
 
 
 def test_multiplexed_answers_go_to_their_own_calls(rt, tmp_path):
@@ -264,17 +302,44 @@ def test_reverse_host_requests_are_routed_to_the_calls_host(rt, tmp_path):
     assert "must not leak" not in broken["message"]
 
 
-def test_reverse_host_requests_are_denied_by_default(rt, tmp_path):
+def test_calls_arriving_during_a_host_request_are_served_after_it(rt, tmp_path):
+    class SlowHost:
+        async def dispatch(self, method: str, params: dict[str, Any]) -> Any:
+            await asyncio.sleep(0.2)  # the second call's request arrives meanwhile
+            return "slow answer"
+
+    rt.runtime.host_factory = lambda ctx: SlowHost()
+    rt.runtime.add_package(helper_package(tmp_path))  # one thread: calls run inline
+    rt.call("helper-echo", {})
+
+    async def both() -> list[Any]:
+        first = rt.runtime.call("helper-host", {"method": "kv.get", "params": {"key": "k"}})
+        second = rt.runtime.call("helper-echo", {"n": 2})
+        return await asyncio.gather(first, second)
+
+    first, second = rt.run(both())
+    assert first.output == {"value": "slow answer"}
+    assert second.output["args"] == {"n": 2}
+
+
+def test_reverse_host_requests_are_denied_by_the_deny_all_host(rt, tmp_path):
+    rt.runtime.host_factory = lambda ctx: DenyAllHost(ctx.tool)
     rt.runtime.add_package(helper_package(tmp_path))
     out = rt.call("helper-host", {"method": "fs.read_text", "params": {"path": "/etc/passwd"}})
     assert out.output["error"] == "permission_denied"
     assert "fs.read_text" in out.output["message"]
 
 
-def test_example_file_method_is_denied_without_a_host_api(rt):
+def test_example_file_method_reads_through_the_real_host_api(rt):
     rt.runtime.add_package(EXAMPLES / "text-stats")
-    with pytest.raises(SkillError, match="denied"):
-        rt.call("text-stats-file", {"path": "/etc/hostname"})
+    seen: list[dict[str, Any]] = []
+    result = rt.call("text-stats-file", {"path": "samples/poem.txt", "top": 1}, sink=seen.append)
+    assert result.output["lines"] == 7 and result.output["words"] == 21
+    assert result.output["top_words"] == [{"word": "on", "count": 3}]
+    assert seen == [{"kind": "progress", "message": "read 110 characters"}]
+    # outside the declared fs permission: the host refuses, the worker reports it
+    with pytest.raises(SkillError, match="outside every directory this skill may read"):
+        rt.call("text-stats-file", {"path": "skill.toml"})
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from skillyard.schema import schema_problem
 
 RUNTIMES = ("python", "process", "lua", "wasm", "mcp")
 PROCESS_MODES = ("json", "lines", "worker")
-_PROCESS_OPTION_KEYS = {"mode", "env", "cwd", "concurrency", "spin_us", "handler"}
+_PROCESS_OPTION_KEYS = {"mode", "env", "cwd", "concurrency", "workers", "spin_us", "handler"}
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 WASM_OPTIONS = ("warm", "thread", "private_callback")
 PERMISSION_KINDS = ("fs", "http", "shell", "env", "models", "tools", "invoke", "can_be_invoked_by")
@@ -234,6 +234,10 @@ def _options(
             n = cx.expect(raw["concurrency"], int, f"{path}.concurrency", "a whole number")
             if not 1 <= n <= 1024:
                 raise cx.fail(f"{path}.concurrency", f"{n} is not between 1 and 1024")
+        if "workers" in raw:
+            n = cx.expect(raw["workers"], int, f"{path}.workers", "a whole number")
+            if not 1 <= n <= 64:
+                raise cx.fail(f"{path}.workers", f"{n} is not between 1 and 64")
         if "spin_us" in raw:
             n = cx.expect(raw["spin_us"], int, f"{path}.spin_us", "a whole number of microseconds")
             if not 0 <= n <= 100_000:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from skillyard.transports.base import CallContext, RawResult
 from skillyard.transports.process.oneshot import run_oneshot
-from skillyard.transports.process.persistent import Worker
+from skillyard.transports.process.persistent import Flight, Worker
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -47,44 +47,79 @@ def _worker_key(card: Card) -> tuple[Any, ...]:
     )
 
 
+class _Pool:
+    """The workers of one package version (``options.workers`` of them at most)."""
+
+    __slots__ = ("size", "workers")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.workers: list[Worker] = []
+
+    def pick(self) -> Worker | None:
+        """An idle worker, else the least busy one when the pool is full, else None (grow)."""
+        best: Worker | None = None
+        alive = 0
+        for w in self.workers:
+            if w.dead is None and not w.retired:
+                if not w.pending:
+                    return w
+                alive += 1
+                if best is None or len(w.pending) < len(best.pending):
+                    best = w
+        return best if alive >= self.size else None
+
+
 class ProcessTransport:
-    """Runs process skills; keeps one persistent worker per package version."""
+    """Runs process skills; keeps a pool of persistent workers per package version."""
 
     kind = "process"
 
     def __init__(self, runtime: Runtime | None = None) -> None:
         self.runtime = runtime
-        self._workers: dict[tuple[Any, ...], Worker] = {}
-        # Cards hash by identity: the hot path finds its worker without building the key.
-        self._by_card: dict[Card, Worker] = {}
+        self._pools: dict[tuple[Any, ...], _Pool] = {}
+        # Cards hash by identity: the hot path finds its pool without building the key.
+        self._by_card: dict[Card, _Pool] = {}
         self._retiring: set[Worker] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._flight = Flight()
 
     async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
-        worker = self._by_card.get(card)
-        if worker is None or worker.dead is not None or worker.retired:
+        pool = self._by_card.get(card)
+        if pool is None:
             if card.options.get("mode") != "worker":
                 return await run_oneshot(card, args, ctx)
-            key = _worker_key(card)
-            worker = self._workers.get(key)
-            if worker is None or not worker.usable:
-                worker = self._start(card, key, worker)
+            pool = self._pool(card)
             if len(self._by_card) > 4096:
                 self._by_card.clear()
-            self._by_card[card] = worker
+            self._by_card[card] = pool
+        worker = pool.pick()
+        if worker is None:
+            worker = self._start(card, pool)
         return await worker.call(card, args, ctx)
 
-    def _start(self, card: Card, key: tuple[Any, ...], old: Worker | None) -> Worker:
+    def _pool(self, card: Card) -> _Pool:
+        key = _worker_key(card)
+        pool = self._pools.get(key)
+        if pool is None:
+            # A new version of the same package replaces every worker of the old one.
+            for k, old in list(self._pools.items()):
+                if k[0] == card.id and k[1] == card.source:
+                    del self._pools[k]
+                    for w in old.workers:
+                        self._retire(w)
+            self._by_card = {c: p for c, p in self._by_card.items() if p in self._pools.values()}
+            pool = self._pools[key] = _Pool(int(card.options.get("workers") or 1))
+        return pool
+
+    def _start(self, card: Card, pool: _Pool) -> Worker:
         self._retiring = {w for w in self._retiring if not w.child.exited.done()}
-        if old is not None:
-            self._retire(old)
-        # A new digest of the same package replaces every worker of the old one.
-        for k, w in list(self._workers.items()):
-            if k[0] == card.id and k[1] == card.source and k != key:
-                del self._workers[k]
-                self._retire(w)
-        worker = Worker(card, asyncio.get_running_loop())
-        self._workers[key] = worker
+        for w in pool.workers:
+            if w.retired and w.dead is None:
+                self._retiring.add(w)
+        pool.workers = [w for w in pool.workers if w.dead is None and not w.retired]
+        worker = Worker(card, asyncio.get_running_loop(), self._flight)
+        pool.workers.append(worker)
         return worker
 
     def _retire(self, worker: Worker) -> None:
@@ -100,14 +135,18 @@ class ProcessTransport:
 
     def workers(self) -> list[Worker]:
         """The workers currently serving calls."""
-        return [w for w in self._workers.values() if w.usable]
+        return [w for p in self._pools.values() for w in p.workers if w.usable]
 
     async def health(self) -> dict[str, Any]:
-        return {"ok": True, "workers": [w.info() for w in self._workers.values()]}
+        return {
+            "ok": True,
+            "workers": [w.info() for p in self._pools.values() for w in p.workers],
+        }
 
     async def aclose(self) -> None:
-        workers = [*self._workers.values(), *self._retiring]
-        self._workers.clear()
+        workers = [w for p in self._pools.values() for w in p.workers]
+        workers += self._retiring
+        self._pools.clear()
         self._by_card.clear()
         self._retiring.clear()
         await asyncio.gather(*(w.aclose() for w in workers), return_exceptions=True)
