@@ -366,3 +366,18 @@ def test_a_broken_database_never_fails_a_call(
     assert [r.source for r in results] == ["live", "live"]
     assert len(counter.calls) == 3
     assert "cache unavailable" in caplog.text
+
+
+def test_a_hit_streams_the_recorded_events_to_the_sink(mrt: SyncRuntime) -> None:
+    from skillyard import RawResult
+
+    @mrt.tool("t-stream", policy=CACHED)
+    def stream(args: dict, ctx: object) -> RawResult:
+        ctx.emit("delta", text="a")  # type: ignore[attr-defined]
+        return RawResult(output={"text": "a"}, content="a", usage={"tokens": 1})
+
+    mrt.call("t-stream", {})
+    seen: list[dict] = []
+    hit = mrt.call("t-stream", {}, sink=seen.append)
+    assert hit.source == "cache" and seen == [{"kind": "delta", "text": "a"}]
+    assert (hit.content, hit.usage, len(hit.events)) == ("a", {"tokens": 1}, 1)

@@ -81,3 +81,15 @@ def test_policy_decides_before_the_cache_answers(tmp_path: Path) -> None:
         assert rt.call("t-count", {"x": 1}, caller=Caller(principal="cy")).source == "cache"
         with pytest.raises(PolicyDenied):  # a shared entry exists, and bob is still refused
             rt.call("t-count", {"x": 1}, caller=Caller(principal="bob"))
+
+
+def test_cassettes_record_the_gate_decision(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "policy.toml").write_text(POLICY)
+    with SyncRuntime.memory(config={"gate": {"policy": str(tmp_path / "policy.toml")}}) as rt:
+        add_counter(rt, policy=Policy())
+        with use_cassette(rt.runtime, "c", directory=tmp_path, mode="once"):
+            rt.call("t-count", {"x": 1})
+    recorded = json.loads((tmp_path / "c.json").read_text())["interactions"][0]["decision"]
+    assert recorded["outcome"] == "allow" and recorded["rule"] == "the-rest"
