@@ -28,6 +28,7 @@ import pytest
 from skillyard import SyncRuntime
 from skillyard.card import Limits
 from skillyard.errors import InvalidOutput, OutputTooLarge, SkillError, SkillTimeout
+from tests.transports.lua_conformance import LuaConformanceSkills
 
 ECHO_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -154,6 +155,7 @@ SKILLS: dict[str, Skills] = {
     "python": PythonSkills(),
     "process-worker": ProcessSkills("worker", WORKER_SCRIPT),
     "process-json": ProcessSkills("json", JSON_SCRIPT),
+    "lua": LuaConformanceSkills(),
 }
 
 
