@@ -188,6 +188,7 @@ class Cache:
         self._prefixes: dict[int, tuple[Card, str]] = {}
         self._local: dict[str, tuple[bytes, float | None, int, float]] = {}
         self._local_bytes = 0
+        self._hexes: dict[bytes, str] = {}
         self._touches: dict[str, None] = {}
         self._pending: dict[str, list[int]] = {}
         self._last_flush = time.monotonic()
@@ -222,7 +223,15 @@ class Cache:
             body = canonical([self._prefix(card), scope, args])
         except TypeError:
             return None
-        return hashlib.sha256(body).hexdigest()
+        hexes = self._hexes
+        key = hexes.get(body)  # hashing the body for a dict is cheaper than sha256 on a hit
+        if key is None:
+            key = hashlib.sha256(body).hexdigest()
+            if len(body) <= 4096:
+                if len(hexes) >= _LOCAL_MAX_ENTRIES:
+                    hexes.clear()
+                hexes[body] = key
+        return key
 
     # -- setup ----------------------------------------------------------------------------
 
