@@ -242,3 +242,31 @@ def test_thread_option_runs_blocking_functions_off_the_loop(tmp_path):
     )
     assert rt.call("t-run").output == {"same": False}
     rt.close()
+
+
+def test_middleware_that_does_not_apply_to_a_card_is_left_out_of_its_chain():
+    seen: list[str] = []
+
+    class OnlyOrders:
+        enabled_for = {"shop-order"}
+
+        def applies(self, card):
+            return card.name in self.enabled_for
+
+        async def on_call(self, ctx, call_next):
+            seen.append(ctx.tool)
+            return await call_next(ctx)
+
+    rt, _ = mock_runtime(lambda args, ctx: {})
+    rt.runtime.add_card(Card(id="shop", name="shop-refund", method="refund", transport="mock"))
+    mw = OnlyOrders()
+    rt.runtime.use(mw)
+    rt.call("shop-order", {})
+    rt.call("shop-refund", {})
+    assert seen == ["shop-order"]
+    mw.enabled_for = {"shop-refund"}
+    rt.call("shop-refund", {})
+    assert seen == ["shop-order"], "chains are cached per card until refreshed"
+    rt.runtime.refresh_middleware()
+    rt.call("shop-refund", {})
+    assert seen == ["shop-order", "shop-refund"]

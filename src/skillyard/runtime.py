@@ -88,6 +88,10 @@ class Middleware(Protocol):
     async def on_call(self, ctx: CallContext, call_next: CallNext) -> CallResult: ...
 
 
+# A middleware may also define ``applies(card) -> bool``: when it answers False for a card,
+# that card's chain skips it (see Runtime._chain_for and refresh_middleware).
+
+
 def _link(mw: Middleware, call_next: CallNext) -> CallNext:
     on_call = mw.on_call
 
@@ -122,8 +126,7 @@ class Runtime:
         self._validators: dict[Card, tuple[Validator, Validator | None]] = {}
         self._transports: dict[str, Transport] = dict(transports or {})
         self._middleware: list[Middleware] = list(middleware)
-        self._chain: CallNext | None = None
-        self._rebuild_chain()
+        self._chains: dict[Card, CallNext] = {}
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         self.host_factory: Callable[[CallContext], Host] = lambda ctx: DenyAllHost(ctx.tool)
@@ -302,15 +305,25 @@ class Runtime:
             self._middleware.insert(0, middleware)
         else:
             self._middleware.append(middleware)
-        self._rebuild_chain()
+        self.refresh_middleware()
 
-    def _rebuild_chain(self) -> None:
-        chain: CallNext | None = None
-        if self._middleware:
-            chain = self._execute
-            for mw in reversed(self._middleware):
+    def refresh_middleware(self) -> None:
+        """Forget the per-card chains; call it when a middleware's ``applies`` answer changes."""
+        self._chains.clear()
+
+    def _chain_for(self, card: Card) -> CallNext:
+        """The middleware chain for one card, built once.
+
+        A middleware with ``applies(card) -> bool`` is left out of the chains of cards it
+        does not apply to, so a card no cache or cassette can serve pays nothing for them.
+        """
+        chain: CallNext = self._execute
+        for mw in reversed(self._middleware):
+            applies = getattr(mw, "applies", None)
+            if applies is None or applies(card):
                 chain = _link(mw, chain)
-        self._chain = chain
+        self._chains[card] = chain
+        return chain
 
     def transport(self, kind: str) -> Transport:
         """The transport instance for ``kind`` (created on first use)."""
@@ -443,10 +456,8 @@ class Runtime:
             parent=parent,
             started=now,
         )
-        chain = self._chain
+        chain = self._chains.get(card) or self._chain_for(card)
         try:
-            if chain is None:
-                return await self._execute(ctx)
             return await chain(ctx)
         except SkillyardError as exc:
             if exc.tool is None:

@@ -59,11 +59,13 @@ class Memo:
     def push_cassette(self, cassette: Cassette) -> None:
         """Make ``cassette`` answer every call until :meth:`pop_cassette`."""
         self._cassettes.append(cassette)
+        self.runtime.refresh_middleware()
 
     def pop_cassette(self, cassette: Cassette) -> None:
         """Stop using ``cassette`` (and save what it recorded)."""
         if cassette in self._cassettes:
             self._cassettes.remove(cassette)
+            self.runtime.refresh_middleware()
         cassette.close()
 
     @property
@@ -113,6 +115,14 @@ class Memo:
             self._modes.clear()
         self._modes[id(card)] = (card, mode)
         return mode
+
+    def applies(self, card: Card) -> bool:
+        """Whether a cache or cassette could serve or record this card's calls right now."""
+        return (
+            bool(self._cassettes)
+            or card.policy.cassette != "disabled"
+            or self._mode(card) is not None
+        )
 
     async def on_call(self, ctx: CallContext, call_next: CallNext) -> CallResult:
         card = ctx.card
