@@ -100,7 +100,7 @@ def _python_rows(report: Report, tmp: Path) -> None:
         memo = memo_of(disk.runtime)
         assert memo is not None and memo.cache._gen is not None
         memo.cache._gen.shared = False  # no in-process copy: every hit reads SQLite
-        memo.cache._local.clear()
+        memo.cache.forget_local()
         report.add(
             "memo",
             "memo: cache hit, on-disk, SQLite read per hit",

@@ -279,7 +279,7 @@ def test_an_unreadable_entry_is_dropped_and_the_call_runs(mrt: SyncRuntime) -> N
     counter = add_counter(mrt)
     mrt.call("t-count", {"x": 1})
     mrt.runtime.store.execute("UPDATE memo_cache SET payload = ?", (b"\x00not json",))
-    memo(mrt).cache._local.clear()
+    memo(mrt).cache.forget_local()
     assert mrt.call("t-count", {"x": 1}).source == "live"
     assert mrt.call("t-count", {"x": 1}).source == "cache"
     assert len(counter.calls) == 2
@@ -361,8 +361,40 @@ def test_a_broken_database_never_fails_a_call(
     store = mrt.runtime.store
     monkeypatch.setattr(store, "transaction", disk_full)
     monkeypatch.setattr(store, "query", disk_full)
-    memo(mrt).cache._local.clear()
+    memo(mrt).cache.forget_local()
     results = [mrt.call("t-count", {"x": 1}) for _ in range(2)]
     assert [r.source for r in results] == ["live", "live"]
     assert len(counter.calls) == 3
     assert "cache unavailable" in caplog.text
+
+
+def test_a_hit_streams_the_recorded_events_to_the_sink(mrt: SyncRuntime) -> None:
+    from skillyard import RawResult
+
+    @mrt.tool("t-stream", policy=CACHED)
+    def stream(args: dict, ctx: object) -> RawResult:
+        ctx.emit("delta", text="a")  # type: ignore[attr-defined]
+        return RawResult(output={"text": "a"}, content="a", usage={"tokens": 1})
+
+    mrt.call("t-stream", {})
+    seen: list[dict] = []
+    hit = mrt.call("t-stream", {}, sink=seen.append)
+    assert hit.source == "cache" and seen == [{"kind": "delta", "text": "a"}]
+    assert (hit.content, hit.usage, len(hit.events)) == ("a", {"tokens": 1}, 1)
+
+
+def test_the_in_process_copy_is_bounded_in_bytes(
+    mrt: SyncRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skillyard.memo import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_LOCAL_MAX_BYTES", 1000)
+    counter = add_counter(mrt)
+    for i in range(20):
+        mrt.call("t-count", {"pad": "x" * 100, "i": i})
+        mrt.call("t-count", {"pad": "x" * 100, "i": i})  # a hit: copied into memory
+    cache = memo(mrt).cache
+    assert 0 < cache._local_bytes <= 1000
+    assert cache._local_bytes == sum(len(v[0]) for v in cache._local.values())
+    assert all(mrt.call("t-count", {"pad": "x" * 100, "i": i}).source == "cache" for i in range(20))
+    assert len(counter.calls) == 20

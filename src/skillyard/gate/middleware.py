@@ -173,6 +173,7 @@ class Gate:
     async def _run(
         self, ctx: CallContext, call_next: CallNext, verdict: Verdict | None
     ) -> CallResult:
+        ctx.notes["gate.decision"] = self._verdict_payload(verdict, "allow")  # for cassettes
         if not self.ledger_on:
             result = await call_next(ctx)
             return self._with_decision(result, verdict, None)

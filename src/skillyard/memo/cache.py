@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 KEY_VERSION = "memo-v1"
 _LOCAL_MAX_ENTRIES = 2048
+_LOCAL_MAX_BYTES = 32 * 1024 * 1024  # the in-process copy never holds more than this
+_LOCAL_MAX_PAYLOAD = 256 * 1024  # bigger results are read from SQLite on every hit
 _LOCAL_MAX_AGE_SEC = 10.0  # bounds staleness if a writer died between commit and bump
 _FLUSH_EVERY = 256
 _FLUSH_AFTER_SEC = 1.0
@@ -185,6 +187,8 @@ class Cache:
         self._gen: _Generation | None = None
         self._prefixes: dict[int, tuple[Card, str]] = {}
         self._local: dict[str, tuple[bytes, float | None, int, float]] = {}
+        self._local_bytes = 0
+        self._hexes: dict[bytes, str] = {}
         self._touches: dict[str, None] = {}
         self._pending: dict[str, list[int]] = {}
         self._last_flush = time.monotonic()
@@ -219,7 +223,15 @@ class Cache:
             body = canonical([self._prefix(card), scope, args])
         except TypeError:
             return None
-        return hashlib.sha256(body).hexdigest()
+        hexes = self._hexes
+        key = hexes.get(body)  # hashing the body for a dict is cheaper than sha256 on a hit
+        if key is None:
+            key = hashlib.sha256(body).hexdigest()
+            if len(body) <= 4096:
+                if len(hexes) >= _LOCAL_MAX_ENTRIES:
+                    hexes.clear()
+                hexes[body] = key
+        return key
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -247,7 +259,7 @@ class Cache:
             ):
                 self._hit(key, tool, now)
                 return payload
-            del self._local[key]
+            self._forget(key)
         stamp = gen.read()
         rows = self.store.query("SELECT payload, expires_at FROM memo_cache WHERE key = ?", (key,))
         if not rows:
@@ -260,12 +272,28 @@ class Cache:
             return None
         payload = bytes(payload)
         now = time.monotonic()
-        if gen.shared:
-            if len(self._local) >= _LOCAL_MAX_ENTRIES:
-                del self._local[next(iter(self._local))]
-            self._local[key] = (payload, expires, stamp, now)
+        if gen.shared and len(payload) <= _LOCAL_MAX_PAYLOAD:
+            local_map = self._local
+            while local_map and (
+                len(local_map) >= _LOCAL_MAX_ENTRIES
+                or self._local_bytes + len(payload) > _LOCAL_MAX_BYTES
+            ):
+                oldest = next(iter(local_map))
+                self._local_bytes -= len(local_map.pop(oldest)[0])
+            local_map[key] = (payload, expires, stamp, now)
+            self._local_bytes += len(payload)
         self._hit(key, tool, now)
         return payload
+
+    def _forget(self, key: str) -> None:
+        entry = self._local.pop(key, None)
+        if entry is not None:
+            self._local_bytes -= len(entry[0])
+
+    def forget_local(self) -> None:
+        """Drop this process's in-memory copy (the next hits read SQLite again)."""
+        self._local.clear()
+        self._local_bytes = 0
 
     def _hit(self, key: str, tool: str, now: float) -> None:
         touches = self._touches
@@ -351,7 +379,7 @@ class Cache:
             self._count(tool, _STORES)
             self._evict(c, now, keep=key)
             self._flush_in(c)
-        self._local.pop(key, None)
+        self._forget(key)
         gen.bump()
         return True
 
@@ -387,7 +415,7 @@ class Cache:
     def delete(self, key: str) -> bool:
         """Remove one entry; True when there was one."""
         gen = self._gen or self._setup()
-        self._local.pop(key, None)
+        self._forget(key)
         self._touches.pop(key, None)
         with self.store.transaction() as c:
             n = c.execute("DELETE FROM memo_cache WHERE key = ?", (key,)).rowcount
@@ -414,7 +442,7 @@ class Cache:
                 c.execute("DELETE FROM memo_stats")
             elif tool is not None and not expired_only:
                 c.execute("DELETE FROM memo_stats WHERE tool = ?", (tool,))
-        self._local.clear()
+        self.forget_local()
         self._touches.clear()
         gen.bump()
         return int(n)

@@ -139,21 +139,44 @@ class Memo:
         mode = self._mode(card)
         if mode is None:
             return await call_next(ctx)
+        if mode == "read-through" or mode == "read-only":
+            # a hit is answered here, without another coroutine frame: this path is hot
+            t0 = time.perf_counter_ns()
+            key = self.cache.key(card, ctx.caller.principal, ctx.args)
+            if key is None:
+                return await call_next(ctx)
+            hit = self._lookup(ctx, key, t0)
+            if hit is not None:
+                ctx.notes["memo.cache_key"] = key
+                return hit
+            return await self._cached(ctx, call_next, mode, (key, t0))
         return await self._cached(ctx, call_next, mode)
 
-    async def _cached(self, ctx: CallContext, call_next: CallNext, mode: str) -> CallResult:
+    async def _cached(
+        self,
+        ctx: CallContext,
+        call_next: CallNext,
+        mode: str,
+        missed: tuple[str, int] | None = None,
+    ) -> CallResult:
+        """The cache around one call; ``missed`` is (key, start) when a lookup already missed."""
         card = ctx.card
         principal = ctx.caller.principal
-        key = self.cache.key(card, principal, ctx.args)
-        if key is None:
-            return await call_next(ctx)
+        if missed is not None:
+            key, t0 = missed
+        else:
+            t0 = time.perf_counter_ns()
+            maybe = self.cache.key(card, principal, ctx.args)
+            if maybe is None:
+                return await call_next(ctx)
+            key = maybe
         ctx.notes["memo.cache_key"] = key
         leader: asyncio.Future[None] | None = None
         if mode == "read-through" or mode == "read-only":
-            t0 = time.perf_counter_ns()
-            hit = self._lookup(ctx, key, t0)
-            if hit is not None:
-                return hit
+            if missed is None:
+                hit = self._lookup(ctx, key, t0)
+                if hit is not None:
+                    return hit
             waiting = self._inflight.get(key)
             if waiting is not None and mode == "read-through":
                 # the same call is already running here: share its answer instead of racing it
