@@ -243,7 +243,7 @@ class CallState:
         """Run one host API method for the guest, from this (synchronous) thread."""
         ctx, loop = self.ctx, self.loop
         if ctx is None:
-            raise abi.AbiViolation("host API calls are not available inside skill_describe()")
+            raise NotSupported(f"{method}: the host API is not available inside skill_describe()")
         self.host_calls += 1
         host = ctx.host
         call_sync = getattr(host, "call_sync", None)
