@@ -144,9 +144,14 @@ def cache_dir() -> Path:
             raise PermissionError(f"{base} is writable by others")
     except OSError:
         # Deserialising a compiled module runs its code: never trust a shared directory.
-        base = Path(tempfile.mkdtemp(prefix="skillyard-wasm-"))
-        os.environ["SKILLYARD_WASM_CACHE"] = str(base)
+        global _private_fallback
+        if _private_fallback is None:
+            _private_fallback = Path(tempfile.mkdtemp(prefix="skillyard-wasm-"))
+        base = _private_fallback
     return base
+
+
+_private_fallback: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -355,7 +360,14 @@ class Bound:
         "store",
     )
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        instance: wasmtime.Instance,
+        *,
+        has_init: bool = True,
+        for_describe: bool = True,
+    ) -> None:
         ctx = store._context()
         inst = instance._instance
         mem = _export(ctx, inst, "memory", _EXTERN_MEMORY)
@@ -414,16 +426,17 @@ class Bound:
             if err or trap:
                 raise classify(err, trap)
 
-        fd, pd, rd, _ = prep("skill_describe", 0, 1)
-        rd0 = rd[0].of
+        fd, pd, rd, _ = prep("skill_describe", 0, 1) if for_describe else (None, None, [], None)
 
         def describe() -> int:
+            if fd is None:
+                raise GuestFault("abi", "skill_describe was not bound for this instance")
             err = _call(ctx, fd, pd, 0, rd, 1, trapref)
             if err or trap:
                 raise classify(err, trap)
-            return rd0.i64 & 0xFFFFFFFFFFFFFFFF
+            return int(rd[0].of.i64) & 0xFFFFFFFFFFFFFFFF
 
-        fi, pi, ri, _ = prep("_initialize", 0, 0)
+        fi, pi, ri, _ = prep("_initialize", 0, 0) if has_init else (None,) * 4
 
         def init() -> None:
             """Run the WASI reactor initialiser when the module has one."""

@@ -75,6 +75,7 @@ class Skill:
     def __init__(self, compiled: engine.Compiled, *, threaded: bool) -> None:
         self.compiled = compiled
         self.pre = _linker(compiled.fuel).instantiate_pre(compiled.module)
+        self.has_init = any(e.name == "_initialize" for e in compiled.module.exports)
         # A dispatching host import blocks on the event loop, so it cannot run on it.
         self.threaded = threaded or bool(compiled.host_imports & hostcalls.WAITING_IMPORTS)
         # No imports at all: nothing can reach the call state, so the hot path skips it.
@@ -89,6 +90,7 @@ class Skill:
         fuel: int | None,
         timeout: float,
         preopens: list[tuple[str, bool]],
+        for_describe: bool = False,
     ) -> engine.Bound:
         """A new Store + instance with the limits applied (raises GuestFault on traps)."""
         store = wasmtime.Store(engine.engine(self.compiled.fuel))
@@ -108,7 +110,7 @@ class Skill:
             ) from exc
         except wasmtime.WasmtimeError as exc:
             raise engine.GuestFault("error", engine.trap_message(exc), exc) from exc
-        bound = engine.Bound(store, instance)
+        bound = engine.Bound(store, instance, has_init=self.has_init, for_describe=for_describe)
         bound.out = box
         bound.init()
         return bound
@@ -198,7 +200,11 @@ def describe(path: str | Path) -> dict[str, Any]:
     try:
         skill = load_skill(p)
         bound = skill.instantiate(
-            memory_bytes=DESCRIBE_MEMORY, fuel=None, timeout=DESCRIBE_TIMEOUT, preopens=[]
+            memory_bytes=DESCRIBE_MEMORY,
+            fuel=None,
+            timeout=DESCRIBE_TIMEOUT,
+            preopens=[],
+            for_describe=True,
         )
         state = hostcalls.CallState(None, None)
         prev = hostcalls.enter(state)
