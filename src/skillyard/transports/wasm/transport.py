@@ -81,6 +81,7 @@ class Skill:
         # No imports at all: nothing can reach the call state, so the hot path skips it.
         self.plain = not compiled.host_imports and not compiled.uses_wasi
         self.warm: engine.Bound | None = None
+        self.warm_memory: int | None = None  # the memory cap the warm instance was built with
         self.warm_lock = threading.Lock()
 
     def instantiate(
@@ -434,7 +435,7 @@ class WasmTransport:
         warm = bool(card.options.get("warm"))
         locked = warm and skill.warm_lock.acquire(blocking=False)
         try:
-            if locked and skill.warm is not None:
+            if locked and skill.warm is not None and skill.warm_memory == memory:
                 bound = skill.warm
             else:
                 bound = skill.instantiate(
@@ -460,7 +461,7 @@ class WasmTransport:
             if locked:
                 if olen:
                     bound.free(optr)
-                skill.warm = bound
+                skill.warm, skill.warm_memory = bound, memory
             if olen > cap:
                 raise OutputTooLarge(
                     f"{card.name}: the response is {olen} bytes; the limit is {limits.max_output_bytes}"
@@ -469,6 +470,10 @@ class WasmTransport:
         except engine.GuestFault as fault:
             if locked:
                 skill.warm = None  # a faulted instance is never reused
+            if state.fatal is not None and fault.kind != "host":
+                # wasmtime-py keeps the last host exception in a process-wide slot; the
+                # call's own record is the one to trust when calls run on several threads.
+                fault = engine.GuestFault("host", str(state.fatal), state.fatal)
             raise self._translate(fault, card, bound, memory) from (fault.cause or fault)
         finally:
             if bound is not None and not plain:
