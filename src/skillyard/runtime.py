@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from skillyard.card import Card, Limits, Policy
 from skillyard.errors import (
@@ -46,6 +46,9 @@ from skillyard.transports.base import (
     RawResult,
     Transport,
 )
+
+if TYPE_CHECKING:
+    from skillyard.sessions import SessionManager
 
 CallNext = Callable[[CallContext], Awaitable[CallResult]]
 
@@ -328,6 +331,15 @@ class Runtime:
         t = cls(self)
         self._transports[kind] = t
         return t
+
+    def sessions(self) -> SessionManager:
+        """Persistent runtime sessions on Lua VMs (system authority only; see sessions.py)."""
+        manager: SessionManager | None = self.__dict__.get("_sessions")
+        if manager is None:
+            from skillyard.sessions import SessionManager
+
+            manager = self._sessions = SessionManager(self)
+        return manager
 
     def host_for(self, ctx: CallContext) -> Host:
         """The host API bound to one call (deny-all unless a host API is installed)."""

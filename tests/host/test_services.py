@@ -316,3 +316,39 @@ def test_python_package_skill_end_to_end(tmp_path: Path) -> None:
         p.denied("env.get", name="HOME")
     finally:
         rt.close()
+
+
+def test_hostile_dispatch_input_is_refused_cleanly() -> None:
+    rt = SyncRuntime.memory()
+
+    async def hostile(args: dict[str, Any], ctx: Any) -> Any:
+        codes = []
+        for method, params in [
+            (123, {}),
+            ("kv.get", [1]),
+            ("kv.get", "key"),
+            ("kv.get", None),
+            ("fs.read_text\0", {}),
+            ("", {}),
+            ("kv.put", {"key": "k", "value": {1, 2}}),
+        ]:
+            try:
+                await ctx.host.dispatch(method, params)
+                codes.append("ok")
+            except Exception as exc:
+                codes.append(getattr(exc, "code", type(exc).__name__))
+        return codes
+
+    rt.tool("hostile-run")(hostile)
+    try:
+        assert rt.call("hostile-run", {}).output == [
+            "unknown_method",
+            "invalid_argument",
+            "invalid_argument",
+            "invalid_argument",
+            "unknown_method",
+            "unknown_method",
+            "invalid_argument",
+        ]
+    finally:
+        rt.close()

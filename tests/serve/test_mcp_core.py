@@ -129,3 +129,24 @@ def test_serve_options_from_config_are_validated() -> None:
     for bad in ({"page_size": 0}, {"authority": "root"}, {"mapping": "x"}, {"includes": []}):
         with pytest.raises(ConfigError):
             ServeOptions.from_config({"serve": {"mcp": bad}})
+
+
+def test_imported_mcp_tools_get_cautious_hints() -> None:
+    rt = Runtime.memory(transports={"mcp": MockTransport(lambda a, c: {}, kind="mcp")})
+    rt.add_card(
+        Card(
+            id="fs",
+            name="fs-read",
+            method="read",
+            transport="mcp",
+            options={"annotations": {"readOnlyHint": True}},
+        )
+    )
+    ann = rpc(McpServer(rt), "tools/list")["result"]["tools"][0]["annotations"]
+    # the remote server's own claim is not relayed: skillyard cannot bound what it does
+    assert ann == {
+        "readOnlyHint": False,
+        "idempotentHint": False,
+        "openWorldHint": True,
+        "destructiveHint": True,
+    }

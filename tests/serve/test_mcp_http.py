@@ -200,3 +200,41 @@ def test_non_loopback_needs_a_token(home: Path) -> None:
         await runtime.aclose()
 
     asyncio.run(go())
+
+
+def test_cancelled_call_ends_its_stream(home: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "raw.marker"
+
+    async def go() -> None:
+        async with serving(home) as running, httpx.AsyncClient(timeout=20) as http:
+            url = running.url
+            ok = await http.post(url, json=INIT, headers=JSON_SSE)
+            sid = {"mcp-session-id": ok.headers["mcp-session-id"]}
+            call = {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "method": "tools/call",
+                "params": {"name": "echo-slow", "arguments": {"marker": str(marker)}},
+            }
+
+            async def stream() -> bytes:
+                async with http.stream("POST", url, json=call, headers={**JSON_SSE, **sid}) as r:
+                    assert r.headers["content-type"] == "text/event-stream"
+                    return b"".join([chunk async for chunk in r.aiter_bytes()])
+
+            body = asyncio.create_task(stream())
+            deadline = time.monotonic() + 10
+            while not marker.with_suffix(".started").exists():
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            cancel = {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": 7},
+            }
+            accepted = await http.post(url, json=cancel, headers={**JSON_SSE, **sid})
+            assert accepted.status_code == 202
+            assert await asyncio.wait_for(body, 10) == b""  # ended, with no answer for id 7
+            assert marker.with_suffix(".cancelled").exists()
+
+    asyncio.run(go())

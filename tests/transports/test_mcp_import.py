@@ -114,12 +114,16 @@ def test_everything_server_package_progress_and_timeout(tmp_path: Path) -> None:
     write_pkg(
         home,
         "everything",
-        f"command = {toml_list(everything_argv())}",
-        extra='description = "reference server"\n[limits]\ntimeout_sec = 20',
+        f"command = {toml_list(everything_argv())}\n"
+        'env = { SKILLYARD_PROBE = "${config:probe}", FIXED = "plain" }',
+        extra='description = "reference server"\n'
+        '[[config]]\nkey = "probe"\nsensitive = true\n'
+        "[limits]\ntimeout_sec = 20",
     )
+    config = {"skills": {"everything": {"config": {"probe": "xyz-123"}}}}
 
     async def go() -> None:
-        rt = Runtime.open(home)
+        rt = Runtime.open(home, config=config)
         assert rt.problems == []
         names = {c.name for c in rt.list()}
         assert {
@@ -130,6 +134,9 @@ def test_everything_server_package_progress_and_timeout(tmp_path: Path) -> None:
         assert "everything-trigger-long-running-operation" in names
         echo = await rt.call("everything-echo", {"message": "hi there"})
         assert "hi there" in echo.content
+        env = await rt.call("everything-get-env", {})
+        assert '"SKILLYARD_PROBE": "xyz-123"' in env.content and '"FIXED": "plain"' in env.content
+        assert "xyz-123" not in str(rt.card("everything-get-env").to_dict())  # never on a card
         total = await rt.call("everything-get-sum", {"a": 2, "b": 40})
         assert "42" in total.content
         events: list[dict] = []
@@ -249,6 +256,14 @@ def test_bad_specs_are_problems_not_crashes(tmp_path: Path) -> None:
     assert "could not be started" in problems["missing"]
     assert "api_token" in problems["secret"] and "config" in problems["secret"]
     assert rt.list() == []
+    # a value set with `skillyard config set` (the host API's store) fills the placeholder
+    from skillyard.host.config import ConfigStore
+    from skillyard.transports.mcp_catalog import spec_for as spec_of
+
+    ConfigStore(rt.store).set("secret", None, "api_token", "t0k3n")
+    spec = spec_of(rt, "secret")
+    assert spec.resolve(spec.env) == {"TOKEN": "t0k3n"}
+    assert "t0k3n" not in repr(spec)
     with pytest.raises(ConfigError, match="no MCP server"):
         from skillyard.transports.mcp_catalog import spec_for
 

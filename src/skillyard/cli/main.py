@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "cache": "skillyard.cli.cache:cache_cmd",
     "serve": "skillyard.cli.serve:serve",
     "mcp": "skillyard.cli.mcp:mcp",
+    "session": "skillyard.cli.session:session",
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)

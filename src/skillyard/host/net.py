@@ -15,7 +15,6 @@ import asyncio
 import base64
 import ipaddress
 import socket
-import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,6 +22,8 @@ from skillyard.errors import PermissionDenied
 from skillyard.host.common import arg, fail, invalid
 
 if TYPE_CHECKING:
+    import ssl
+
     from skillyard.host.access import Effective, HttpLimits
     from skillyard.host.api import Host
 
@@ -174,6 +175,8 @@ def _body(params: dict[str, Any]) -> bytes | None:
 def _tls() -> ssl.SSLContext:
     global _ssl_context
     if _ssl_context is None:
+        import ssl  # on first https use: it costs tens of milliseconds to import
+
         _ssl_context = ssl.create_default_context()
     return _ssl_context
 

@@ -23,6 +23,8 @@ from skillyard.schema import schema_problem
 
 RUNTIMES = ("python", "process", "lua", "wasm", "mcp")
 PROCESS_MODES = ("json", "lines", "worker")
+_PROCESS_OPTION_KEYS = {"mode", "env", "cwd", "concurrency", "spin_us", "handler"}
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 WASM_OPTIONS = ("warm", "thread", "private_callback")
 PERMISSION_KINDS = ("fs", "http", "shell", "env", "models", "tools", "invoke", "can_be_invoked_by")
 METHOD_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$")
@@ -181,15 +183,23 @@ def _entry(runtime: str, raw: Any, pkg: Path, cx: _Ctx) -> str:
             if arg.startswith(("./", "../")) or (i == 1 and arg.endswith((".py", ".js", ".sh"))):
                 inside(pkg, arg, file=cx.file, field_path=f"entry[{i}]")
         return orjson.dumps(argv).decode()
+    if runtime == "lua":
+        cx.expect(raw, str, "entry", "a Lua file in the package, e.g. 'skill.lua'")
+        target = inside(pkg, raw, file=cx.file, field_path="entry")
+        if target.suffix != ".lua" or not target.is_file():
+            raise cx.fail("entry", f"{raw!r} must be a .lua file in the package")
+        return raw
     if raw is None:
         return ""
     cx.expect(raw, str, "entry", "a string")
-    if runtime in ("lua", "wasm"):
+    if runtime == "wasm":
         inside(pkg, raw, file=cx.file, field_path="entry")
     return raw
 
 
-def _options(runtime: str, raw: Any, cx: _Ctx, path: str) -> dict[str, Any]:
+def _options(
+    runtime: str, raw: Any, cx: _Ctx, path: str, pkg: Path | None = None
+) -> dict[str, Any]:
     cx.expect(raw, dict, path, "a table")
     if runtime == "wasm":
         for key, value in raw.items():
@@ -199,13 +209,37 @@ def _options(runtime: str, raw: Any, cx: _Ctx, path: str) -> dict[str, Any]:
                 )
             cx.expect(value, bool, f"{path}.{key}", "true or false")
     if runtime == "process":
+        unknown = sorted(set(raw) - _PROCESS_OPTION_KEYS)
+        if unknown:
+            raise cx.fail(
+                f"{path}.{unknown[0]}",
+                f"unknown process option; allowed: {', '.join(sorted(_PROCESS_OPTION_KEYS))}",
+            )
         mode = raw.get("mode", "json")
         if mode not in PROCESS_MODES:
             raise cx.fail(f"{path}.mode", f"{mode!r} is not one of {', '.join(PROCESS_MODES)}")
         if "env" in raw:
-            cx.str_list(raw["env"], f"{path}.env")
+            for i, name in enumerate(cx.str_list(raw["env"], f"{path}.env")):
+                if not ENV_NAME_RE.match(name):
+                    raise cx.fail(
+                        f"{path}.env[{i}]", f"{name!r} is not an environment variable name"
+                    )
         if "cwd" in raw:
-            cx.expect(raw["cwd"], str, f"{path}.cwd", "a path")
+            cx.expect(raw["cwd"], str, f"{path}.cwd", "a directory inside the package")
+            if pkg is not None:
+                target = inside(pkg, raw["cwd"], file=cx.file, field_path=f"{path}.cwd")
+                if not target.is_dir():
+                    raise cx.fail(f"{path}.cwd", f"{raw['cwd']!r} is not a directory")
+        if "concurrency" in raw:
+            n = cx.expect(raw["concurrency"], int, f"{path}.concurrency", "a whole number")
+            if not 1 <= n <= 1024:
+                raise cx.fail(f"{path}.concurrency", f"{n} is not between 1 and 1024")
+        if "spin_us" in raw:
+            n = cx.expect(raw["spin_us"], int, f"{path}.spin_us", "a whole number of microseconds")
+            if not 0 <= n <= 100_000:
+                raise cx.fail(f"{path}.spin_us", f"{n} is not between 0 and 100000")
+        if "handler" in raw:
+            cx.expect(raw["handler"], str, f"{path}.handler", "a method name")
     return dict(raw)
 
 
@@ -275,7 +309,7 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
     permissions = _permissions(data.get("permissions", {}), cx)
     limits = Limits.from_dict(data.get("limits", {}), where=cx.file)
     policy = Policy.from_dict(data.get("policy", {}), where=cx.file)
-    options = _options(runtime, data.get("options", {}), cx, "options")
+    options = _options(runtime, data.get("options", {}), cx, "options", path)
     capabilities = cx.str_list(data.get("capabilities", []), "capabilities")
     config = _config_decls(data.get("config", []), cx)
     help_map: dict[str, Path] = {}
@@ -330,17 +364,20 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
         output_schema = _schema(m.get("output_schema"), path, cx, f"{mp}.output_schema")
         hidden = cx.expect(m.get("hidden", False), bool, f"{mp}.hidden", "true or false")
         operation = entry
-        if runtime == "python":
+        if runtime in ("python", "lua"):
             handler = cx.expect(
                 m.get("handler", name.replace("-", "_")), str, f"{mp}.handler", "a name"
             )
             if not handler.isidentifier():
-                raise cx.fail(f"{mp}.handler", f"{handler!r} is not a Python identifier")
+                raise cx.fail(f"{mp}.handler", f"{handler!r} is not an identifier")
             operation = f"{entry}:{handler}"
-        elif "handler" in m:
+        elif "handler" in m and runtime != "process":
             operation = cx.expect(m["handler"], str, f"{mp}.handler", "a string")
         method_options = dict(options)
-        method_options.update(_options(runtime, m.get("options", {}), cx, f"{mp}.options"))
+        if runtime == "process" and "handler" in m:
+            # The worker method name to send; the command stays the package's entry.
+            method_options["handler"] = cx.expect(m["handler"], str, f"{mp}.handler", "a name")
+        method_options.update(_options(runtime, m.get("options", {}), cx, f"{mp}.options", path))
         cards.append(
             Card(
                 id=skill_id,

@@ -78,6 +78,18 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
+_secret_keys: dict[str, bool] = {}
+
+
+def _looks_secret(key: str) -> bool:
+    hit = _secret_keys.get(key)
+    if hit is None:
+        hit = bool(SECRET_KEY.match(key))
+        if len(_secret_keys) < 10_000:
+            _secret_keys[key] = hit
+    return hit
+
+
 def redact(value: Any, names: frozenset[str], pointers: frozenset[str], secrets: bool) -> Any:
     """A copy of ``value`` with matching keys (by name, JSON pointer or secret look) redacted."""
 
@@ -85,12 +97,22 @@ def redact(value: Any, names: frozenset[str], pointers: frozenset[str], secrets:
         if isinstance(v, dict):
             out = {}
             for k, item in v.items():
-                p = f"{path}/{_escape(str(k))}"
-                hide = k in names or p in pointers or (secrets and SECRET_KEY.match(str(k)))
-                out[k] = REDACTED if hide else walk(item, p)
+                key = str(k)
+                p = f"{path}/{_escape(key)}" if pointers else ""
+                if key in names or (pointers and p in pointers) or (secrets and _looks_secret(key)):
+                    out[k] = REDACTED
+                elif isinstance(item, dict | list):
+                    out[k] = walk(item, p)
+                else:
+                    out[k] = item
             return out
         if isinstance(v, list):
-            return [walk(item, f"{path}/{i}") for i, item in enumerate(v)]
+            return [
+                walk(item, f"{path}/{i}" if pointers else "")
+                if isinstance(item, dict | list)
+                else item
+                for i, item in enumerate(v)
+            ]
         return v
 
     return walk(value, "")

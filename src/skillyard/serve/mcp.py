@@ -146,15 +146,20 @@ class _Tool:
 
 
 def _annotations(cards: list[Card]) -> dict[str, Any]:
-    """Hints derived from what the cards declare, never from what authors claim."""
-    read_only = all(c.read_only for c in cards)
+    """Hints derived from what the cards declare, never from what authors claim.
+
+    A tool imported from another MCP server runs outside skillyard's sandbox, so nothing
+    it declares bounds what it does: it gets the protocol's cautious defaults.
+    """
+    remote = any(c.transport == "mcp" for c in cards)
+    read_only = not remote and all(c.read_only for c in cards)
     ann: dict[str, Any] = {
         "readOnlyHint": read_only,
         "idempotentHint": all(c.policy.idempotent for c in cards),
-        "openWorldHint": any(bool(c.permissions.get("http")) for c in cards),
+        "openWorldHint": remote or any(bool(c.permissions.get("http")) for c in cards),
     }
     if not read_only:
-        destructive = False
+        destructive = remote
         for c in cards:
             fs = c.permissions.get("fs") or []
             writes = any(isinstance(e, Mapping) and e.get("mode") == "rw" for e in fs)

@@ -194,9 +194,15 @@ class McpHttpApp:
         if not queue.empty() and msg_id not in session.tasks:
             await _rpc(send, 200, queue.get_nowait(), extra)
             return
+        task = session.tasks.get(msg_id)
+        if task is not None:  # a cancelled call never answers: end the exchange when it stops
+            task.add_done_callback(lambda _t: queue.put_nowait({}))
         if "text/event-stream" not in headers.get("accept", ""):
             while True:
                 out = await queue.get()
+                if not out:
+                    await _respond(send, 204, b"", extra)
+                    return
                 if out.get("id") == msg_id and ("result" in out or "error" in out):
                     await _rpc(send, 200, out, extra)
                     return
@@ -238,8 +244,10 @@ class McpHttpApp:
         try:
             while True:
                 out = await queue.get()
-                if gone.is_set() or not out:
+                if gone.is_set():
                     return
+                if not out:
+                    break
                 data = b"event: message\ndata: " + orjson.dumps(out) + b"\n\n"
                 await send({"type": "http.response.body", "body": data, "more_body": True})
                 if out.get("id") == msg_id and ("result" in out or "error" in out):

@@ -50,12 +50,12 @@ class ServerSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
     startup_sec: float = 30.0
-    config: Mapping[str, Any] = field(default_factory=dict)  # values for ${config:KEY}
+    config: Any = field(default_factory=dict)  # ``.get(key)``: values for ${config:KEY}
     where: str = ""
 
     @classmethod
     def parse(
-        cls, name: str, raw: Mapping[str, Any], *, where: str, config: Mapping[str, Any] = {}
+        cls, name: str, raw: Mapping[str, Any], *, where: str, config: Any = None
     ) -> ServerSpec:
         """Validate a server table (package ``[options]`` or ``[mcp.servers.NAME]``)."""
         unknown = sorted(set(raw) - _SPEC_KEYS)
@@ -107,7 +107,7 @@ class ServerSpec:
             headers=tables["headers"],
             cwd=cwd,
             startup_sec=float(startup),
-            config=config,
+            config=config if config is not None else {},
             where=where,
         )
 
@@ -139,17 +139,41 @@ class ServerSpec:
         return out
 
 
-def config_values(runtime: Runtime, skill_id: str, pkg: SkillPackage | None) -> dict[str, Any]:
-    """Per-skill config values: ``[skills.ID.config]`` in config.toml over declared defaults."""
-    values: dict[str, Any] = {}
-    if pkg is not None:
-        for decl in pkg.config:
-            if decl.get("default") is not None:
-                values[decl["key"]] = decl["default"]
-    section = ((runtime.config.get("skills") or {}).get(skill_id) or {}).get("config") or {}
-    if isinstance(section, Mapping):
-        values.update(section)
-    return values
+class ConfigView:
+    """Per-skill config values, read when a placeholder needs one (never cached, never logged).
+
+    Order: ``skillyard config set`` (the host API's store), then ``[skills.ID.config]`` in
+    config.toml, then the package's ``[[config]]`` default.
+    """
+
+    def __init__(self, runtime: Runtime, skill_id: str, pkg: SkillPackage | None) -> None:
+        self._runtime = runtime
+        self._skill = skill_id
+        self._decls = {d["key"]: d for d in pkg.config} if pkg is not None else {}
+
+    def get(self, key: str) -> Any:
+        try:
+            from skillyard.host.config import ConfigStore
+        except ImportError:  # the host API is an optional layer
+            stored = None
+        else:
+            try:
+                stored = ConfigStore(self._runtime.store).get(self._skill, self._decls or None, key)
+            except SkillyardError:
+                stored = None
+        if stored is not None:
+            return stored
+        section = ((self._runtime.config.get("skills") or {}).get(self._skill) or {}).get(
+            "config"
+        ) or {}
+        if isinstance(section, Mapping) and section.get(key) is not None:
+            return section[key]
+        return (self._decls.get(key) or {}).get("default")
+
+
+def config_values(runtime: Runtime, skill_id: str, pkg: SkillPackage | None) -> ConfigView:
+    """The config values ``${config:KEY}`` placeholders of ``skill_id`` read from."""
+    return ConfigView(runtime, skill_id, pkg)
 
 
 def spec_for(runtime: Runtime, skill_id: str) -> ServerSpec:

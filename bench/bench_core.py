@@ -1,0 +1,231 @@
+"""Per-call cost of the core paths next to their raw floors, measured in the same run.
+
+Rows: a plain Python call and the same function through ``Runtime.call`` (no
+middleware); a persistent NDJSON+orjson echo child driven by a blocking client
+and the same work in a skillyard persistent process worker; spawning a Python
+process per call and a json-mode process skill; ``import skillyard`` and
+``skillyard --help`` wall time in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.harness import Report, time_async, time_sync
+
+ARGS = {"skill": "echo", "text": "hello world", "n": 42, "flag": True}
+
+
+def skill(args: dict[str, Any]) -> dict[str, Any]:
+    """The trivial skill of PERFORMANCE.md: the work is negligible on purpose."""
+    return {"ok": True, "text": args["text"], "n": args["n"] + 1}
+
+
+RAW_CHILD = r"""
+import sys, orjson
+w = sys.stdout.buffer
+for line in sys.stdin.buffer:
+    a = orjson.loads(line)
+    w.write(orjson.dumps({"ok": True, "text": a["text"], "n": a["n"] + 1}) + b"\n")
+    w.flush()
+"""
+
+WORKER = """
+from skillyard.worker import serve
+
+def echo(args, ctx):
+    return {"ok": True, "text": args["text"], "n": args["n"] + 1}
+
+serve({"echo": echo})
+"""
+
+ONESHOT = """
+import json, sys
+a = json.load(sys.stdin)
+sys.stdout.write(json.dumps({"ok": True, "text": a["text"], "n": a["n"] + 1}))
+"""
+
+
+def _package(base: Path, name: str, script: str, mode: str, extra: str = "") -> Path:
+    pkg = base / name
+    pkg.mkdir()
+    (pkg / "main.py").write_text(textwrap.dedent(script))
+    (pkg / "skill.toml").write_text(
+        'version = "1.0.0"\nruntime = "process"\nentry = ["{python}", "main.py"]\n'
+        f'[options]\nmode = "{mode}"\n{extra}\n[[methods]]\nname = "echo"\n'
+    )
+    return pkg
+
+
+def _wall(argv: list[str], n: int) -> list[float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    samples = []
+    subprocess.run(argv, env=env, check=True, capture_output=True)  # warm the page cache
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        samples.append((time.perf_counter() - t0) * 1e6)
+    return samples
+
+
+def _paired(
+    loop: asyncio.AbstractEventLoop,
+    floor: Any,
+    path: Any,
+    *,
+    n: int,
+    batch: int = 1,
+    rounds: int = 10,
+) -> tuple[list[float], list[float]]:
+    """Time a sync floor and an async path in alternating rounds, so both see the same load."""
+    floor_samples: list[float] = []
+    path_samples: list[float] = []
+    per = max(batch, n // rounds)
+    time_sync(floor, n=200, batch=batch, warmup=200)
+    time_async(loop, path, n=200, batch=batch, warmup=200)
+    for _ in range(rounds):
+        floor_samples += time_sync(floor, n=per, batch=batch, warmup=10)
+        path_samples += time_async(loop, path, n=per, batch=batch, warmup=10)
+    return floor_samples, path_samples
+
+
+def _python_rows(report: Report) -> None:
+    from skillyard import SyncRuntime
+
+    rt = SyncRuntime.memory()
+    try:
+        rt.tool("bench-echo")(skill)
+        call = rt.runtime.call
+        floor, path = _paired(
+            rt._loop,
+            lambda: skill(ARGS),
+            lambda: call("bench-echo", ARGS),
+            n=report.scale(50_000),
+            batch=50,
+        )
+        report.add("core", "raw python call dict -> dict", floor)
+        report.add(
+            "core",
+            "python skill via Runtime.call (no middleware)",
+            path,
+            floor="raw python call dict -> dict",
+            max_ratio=10,
+        )
+    finally:
+        rt.close()
+
+
+def _process_rows(report: Report) -> None:
+    from skillyard import SyncRuntime
+
+    n = report.scale(10_000)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    w, r = proc.stdin, proc.stdout
+
+    def raw_call() -> Any:
+        w.write(orjson.dumps(ARGS) + b"\n")
+        w.flush()
+        return orjson.loads(r.readline())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        rt = SyncRuntime.memory()
+        try:
+            rt.runtime.add_package(_package(base, "bench-worker", WORKER, "worker"))
+            rt.runtime.add_package(
+                _package(base, "bench-noloopwait", WORKER, "worker", "spin_us = 0")
+            )
+            rt.runtime.add_package(_package(base, "bench-oneshot", ONESHOT, "json"))
+            call = rt.runtime.call
+            assert raw_call() == skill(ARGS)
+            assert rt.call("bench-worker-echo", ARGS).output == skill(ARGS)
+            floor, path = _paired(rt._loop, raw_call, lambda: call("bench-worker-echo", ARGS), n=n)
+            report.add(
+                "process",
+                "raw NDJSON+orjson echo child",
+                floor,
+                note="blocking client, the child of the PERFORMANCE.md anchors",
+            )
+            report.add(
+                "process",
+                "skillyard persistent worker call",
+                path,
+                floor="raw NDJSON+orjson echo child",
+                max_ratio=1.5,
+                note="Runtime.call -> worker -> skillyard.worker.serve, latency fast path on",
+            )
+            _, no_spin = _paired(
+                rt._loop, raw_call, lambda: call("bench-noloopwait-echo", ARGS), n=n // 2
+            )
+            report.add(
+                "process",
+                "skillyard persistent worker call, spin_us = 0",
+                no_spin,
+                floor="raw NDJSON+orjson echo child",
+                note="every answer through an event-loop round trip (no target)",
+            )
+            spawn_n = max(5, report.scale(30))
+
+            def spawn_raw() -> Any:
+                out = subprocess.run(
+                    [sys.executable, "-c", ONESHOT],
+                    input=orjson.dumps(ARGS),
+                    capture_output=True,
+                    check=True,
+                )
+                return orjson.loads(out.stdout)
+
+            report.add(
+                "process", "raw spawn python per call", time_sync(spawn_raw, n=spawn_n, warmup=2)
+            )
+            report.add(
+                "process",
+                "skillyard json-mode process call",
+                time_async(rt._loop, lambda: call("bench-oneshot-echo", ARGS), n=spawn_n, warmup=2),
+                floor="raw spawn python per call",
+                max_ratio=1.5,
+            )
+        finally:
+            rt.close()
+            w.close()
+            proc.wait(timeout=10)
+
+
+def _startup_rows(report: Report) -> None:
+    n = max(5, report.scale(20))
+    report.add(
+        "startup", "python -c pass (interpreter floor)", _wall([sys.executable, "-c", "pass"], n)
+    )
+    report.add(
+        "startup",
+        "import skillyard (wall, fresh interpreter)",
+        _wall([sys.executable, "-c", "import skillyard"], n),
+        max_us=150_000,
+    )
+    script = Path(sys.executable).parent / "skillyard"
+    argv = (
+        [str(script), "--help"]
+        if script.exists()
+        else [sys.executable, "-m", "skillyard", "--help"]
+    )
+    report.add("startup", "skillyard --help (wall)", _wall(argv, n), max_us=300_000)
+
+
+def run(report: Report) -> None:
+    _python_rows(report)
+    _process_rows(report)
+    _startup_rows(report)
+    asyncio.set_event_loop(None)

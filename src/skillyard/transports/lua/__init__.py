@@ -1,0 +1,435 @@
+"""Lua skills on ``lupa.lua54``: a real sandbox, per-call limits, fresh or warm isolates.
+
+Operations name a Lua file in the package, optionally with a function key:
+``runtime/hello.lua`` (the file returns ``function(args)``, the LuaSkills form)
+or ``skill.lua:greet`` (the file returns a table of functions). Each file is
+compiled once to bytecode and loaded into an isolate from that bytecode; every
+call re-runs the chunk in a fresh ``_ENV``, so nothing a call leaves behind is
+seen by the next one, even in a warm isolate. See docs/lua.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from skillyard.errors import (
+    LimitExceeded,
+    NotSupported,
+    OutputTooLarge,
+    SkillError,
+    SkillTimeout,
+    SkillyardError,
+    TransportError,
+)
+from skillyard.transports.base import CallContext, RawResult
+from skillyard.transports.lua.isolate import MB, ConversionError, Isolate
+from skillyard.transports.lua.vulcan import IDLE, MODULE_RE, CallState, LocalApi
+
+if TYPE_CHECKING:
+    from skillyard.card import Card
+    from skillyard.runtime import Runtime
+
+DEFAULT_MEMORY_MB = 64
+DEFAULT_POOL_SIZE = 4
+HOOK_STEP = 10_000
+MAX_SOURCE_BYTES = 4 * MB
+OVERFLOW_MODES = ("error", "truncate")
+_TRUSTED_ROOTS = ("root", "memory")
+
+
+def limit_error(reason: str, *, tool: str, budget: float, timeout: float, memory: int) -> Exception:
+    """The error for a tripped limit (``instructions``, ``timeout`` or ``memory``)."""
+    if reason == "timeout":
+        return SkillTimeout(
+            f"{tool}: timed out after {timeout:g}s (limits.timeout_sec); the Lua VM was stopped"
+        )
+    if reason == "instructions":
+        return LimitExceeded(
+            f"{tool}: stopped after {budget:.0f} Lua instructions (limits.instructions); "
+            "raise the limit or do less work per call",
+            details={"limit": "instructions"},
+        )
+    return LimitExceeded(
+        f"{tool}: Lua memory limit of {memory // MB} MiB exceeded (limits.memory_mb)",
+        details={"limit": "memory"},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the transport works out once per card."""
+
+    path: Path
+    rel: str
+    fn_key: str | None
+    memory: int
+    pool: list[Isolate] | None
+    modules: Any
+    budget: float
+    step: int
+    bytecode: bytes | None
+
+
+def _timeout(card: Card, ctx: CallContext | None) -> float:
+    return card.limits.timeout_sec if ctx is None else ctx.deadline - ctx.started
+
+
+class Compiler:
+    """Compiles Lua source to bytecode once, in a VM that never runs skill code."""
+
+    def __init__(self) -> None:
+        import lupa.lua54 as lupa
+
+        self._lock = threading.Lock()
+        rt = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+        self._compile = rt.eval(
+            "function(src, name) local f, err = load(src, name, 't')"
+            " if not f then return nil, err end return string.dump(f) end"
+        )
+        self._cache: dict[tuple[str, int, int], bytes] = {}
+        self._by_digest: dict[tuple[Path, str], bytes] = {}
+
+    def compile(self, path: Path, chunkname: str, digest: str = "") -> bytes:
+        """Bytecode of the Lua file at ``path``: cached by package digest, else by size and mtime."""
+        if digest:
+            hit = self._by_digest.get((path, digest))
+            if hit is not None:
+                return hit
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise TransportError(f"cannot read {chunkname}: {exc.strerror}") from exc
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        hit = self._cache.get(key)
+        if hit is not None:
+            if digest:
+                self._by_digest[(path, digest)] = hit
+            return hit
+        if st.st_size > MAX_SOURCE_BYTES:
+            raise TransportError(
+                f"{chunkname} is {st.st_size} bytes; the limit is {MAX_SOURCE_BYTES}"
+            )
+        source = path.read_bytes()
+        if source.startswith(b"\x1bLua"):
+            raise TransportError(f"{chunkname}: precompiled Lua bytecode is refused; ship source")
+        with self._lock:
+            result = self._compile(source, ("@" + chunkname).encode())
+        code = result[0] if isinstance(result, tuple) else result
+        if code is None:
+            err = result[1].decode("utf-8", "replace") if isinstance(result, tuple) else "?"
+            raise SkillError(f"{chunkname} does not compile: {err}")
+        self._cache[key] = code
+        if digest:
+            self._by_digest[(path, digest)] = code
+        return bytes(code)
+
+
+class LuaTransport:
+    """Runs Lua skills in sandboxed ``lupa.lua54`` isolates."""
+
+    kind = "lua"
+
+    def __init__(self, runtime: Runtime | None = None) -> None:
+        self.runtime = runtime
+        cfg = runtime.config.get("lua", {}) if runtime is not None else {}
+        self.pool_size = int(cfg.get("pool_size", DEFAULT_POOL_SIZE))
+        self.memory_mb = int(cfg.get("memory_mb", DEFAULT_MEMORY_MB))
+        self.instructions: int | None = cfg.get("instructions")
+        self.isolation: str | None = cfg.get("isolation")
+        self.compiler = Compiler()
+        self._pools: dict[tuple[str, str, int], list[Isolate]] = {}
+        self._entries: dict[tuple[str, str, str], tuple[Path, str, str | None]] = {}
+        self._plans: dict[int, tuple[Card, _Plan]] = {}
+        import lupa.lua54 as lupa
+
+        self._lua_memory_error = lupa.LuaMemoryError
+        self._lua_error = lupa.LuaError
+        self.stats = {"isolates": 0, "discarded": 0, "calls": 0}
+
+    # -- isolates ----------------------------------------------------------------------------
+
+    def new_isolate(self, memory_limit: int) -> Isolate:
+        """A fresh sandboxed VM with ``memory_limit`` bytes for the skill."""
+        api = LocalApi()
+        iso = Isolate(memory_limit=memory_limit, api=api.functions())
+        api.iso = iso
+        iso.current = api
+        self.stats["isolates"] += 1
+        return iso
+
+    def isolation_for(self, card: Card) -> str:
+        """``fresh`` or ``warm``: the card's option, else config, else by root."""
+        mode = card.options.get("isolation") or self.isolation
+        if mode in ("fresh", "warm"):
+            return str(mode)
+        return "warm" if card.root in _TRUSTED_ROOTS else "fresh"
+
+    def _entry(self, card: Card) -> tuple[Path, str, str | None]:
+        key = (card.name, card.operation, card.digest)
+        hit = self._entries.get(key)
+        if hit is not None:
+            return hit
+        if not card.source:
+            raise TransportError(f"{card.name}: a Lua card needs a package directory (source)")
+        rel, _, fn = card.operation.partition(":")
+        base = Path(card.source).resolve()
+        path = (base / rel).resolve()
+        if base not in path.parents or path.suffix != ".lua":
+            raise TransportError(f"{card.name}: entry {rel!r} is not a .lua file in the package")
+        out = (path, rel, fn or None)
+        self._entries[key] = out
+        return out
+
+    def _modules(self, card: Card) -> Any:
+        def load(name: str) -> tuple[bytes, str]:
+            base = Path(card.source or ".").resolve()
+            if not MODULE_RE.match(name):
+                raise LookupError(f"{name!r} is not a module name")
+            rel = name.replace(".", "/") + ".lua"
+            for folder in ("runtime", "lua", ""):
+                candidate = (base / folder / rel).resolve()
+                if base in candidate.parents and candidate.is_file():
+                    chunkname = candidate.relative_to(base).as_posix()
+                    return self.compiler.compile(candidate, chunkname, card.digest), chunkname
+            raise LookupError(
+                f"module {name!r} not found in the package (looked for runtime/{rel}, lua/{rel}, "
+                f"{rel}); C modules and system libraries are not available in the sandbox"
+            )
+
+        return load
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def _plan(self, card: Card) -> _Plan:
+        # keyed by identity: cards compare by value, which costs a field-by-field __eq__
+        hit = self._plans.get(id(card))
+        if hit is not None and hit[0] is card:
+            return hit[1]
+        path, rel, fn_key = self._entry(card)
+        memory = (card.limits.memory_mb or self.memory_mb) * MB
+        pool = None
+        if self.isolation_for(card) == "warm":
+            pool = self._pools.setdefault((card.id, card.digest, memory), [])
+        budget = card.limits.instructions or self.instructions or math.inf
+        bytecode = self.compiler.compile(path, rel, card.digest) if card.digest else None
+        plan = _Plan(
+            path,
+            rel,
+            fn_key,
+            memory,
+            pool,
+            self._modules(card),
+            budget,
+            int(min(HOOK_STEP, budget)),
+            bytecode,
+        )
+        self._plans[id(card)] = (card, plan)
+        return plan
+
+    async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
+        plan = self._plan(card)
+        pool = plan.pool
+        iso = pool.pop() if pool else self.new_isolate(plan.memory)
+        api: LocalApi = iso.current
+        api.state = CallState(card, ctx, plan.modules)
+        reusable = False
+        try:
+            chunk = iso.chunks.get(plan.rel)
+            if chunk is None or plan.bytecode is None:
+                bytecode = plan.bytecode or self.compiler.compile(plan.path, plan.rel)
+                chunk = iso.chunk((plan.rel, bytecode), bytecode, plan.rel)
+                if plan.bytecode is not None:
+                    iso.chunks[plan.rel] = chunk
+            values = await self.drive(iso, card, ctx, chunk, plan.fn_key, args, plan=plan)
+            raw = self._result(iso, card, values)
+            reusable = True
+            return raw
+        except SkillError:
+            reusable = True
+            raise
+        finally:
+            api.state = IDLE
+            self.stats["calls"] += 1
+            if pool is not None and reusable and not iso.dead and len(pool) < self.pool_size:
+                pool.append(iso)
+            else:
+                self.stats["discarded"] += 1
+
+    async def drive(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        chunk: Any,
+        fn_key: str | None,
+        args: Any,
+        *,
+        env: Any = None,
+        code: str | None = None,
+        deadline: float | None = None,
+        plan: _Plan | None = None,
+    ) -> tuple[Any, ...]:
+        """Run one call to completion, answering host requests; returns the Lua results."""
+        if plan is not None:
+            budget, step = plan.budget, plan.step
+        else:
+            budget = card.limits.instructions or self.instructions or math.inf
+            step = int(min(HOOK_STEP, budget))
+        if deadline is None:
+            assert ctx is not None
+            deadline = ctx.deadline
+        try:
+            lua_args = iso.to_lua(args)
+            if env is not None:
+                assert code is not None
+                res = iso.eval(env, code, lua_args, budget, deadline, step)
+            else:
+                res = iso.start(chunk, fn_key, lua_args, budget, deadline, step)
+            while True:
+                status = res[0]
+                if status == "done":
+                    return res[2:]
+                if status == "host":
+                    res = await self._host(iso, card, ctx, res[1], res[2], deadline)
+                    continue
+                if status == "limit":
+                    iso.dead = True
+                    raise limit_error(
+                        str(res[1]),
+                        tool=card.name,
+                        budget=budget,
+                        timeout=_timeout(card, ctx),
+                        memory=iso.memory_limit,
+                    )
+                raise self._error(iso, card, res[1])
+        except self._lua_memory_error as exc:
+            iso.dead = True
+            raise limit_error(
+                "memory",
+                tool=card.name,
+                budget=budget,
+                timeout=_timeout(card, ctx),
+                memory=iso.memory_limit,
+            ) from exc
+        except self._lua_error as exc:
+            iso.dead = True
+            raise TransportError(f"{card.name}: the Lua VM failed: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise SkillError(
+                f"{card.name}: the skill produced a string that is not valid UTF-8; "
+                "JSON carries text only (encode bytes as base64)"
+            ) from exc
+        except ConversionError as exc:
+            raise SkillError(f"{card.name}: {exc}") from exc
+
+    async def _host(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        method: Any,
+        params: Any,
+        deadline: float,
+    ) -> tuple[Any, ...]:
+        import time
+
+        api: LocalApi = iso.current
+        try:
+            py_params = iso.to_py(params) if params is not None else {}
+            if ctx is None:
+                from skillyard.errors import PermissionDenied
+
+                raise PermissionDenied(
+                    f"host call {method!r} denied: runtime sessions have no skill identity"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                value = await ctx.host.dispatch(str(method), py_params)
+        except TimeoutError as exc:
+            iso.dead = True
+            raise SkillTimeout(
+                f"{card.name}: timed out after {card.limits.timeout_sec:g}s waiting for host "
+                f"call {method!r}"
+            ) from exc
+        except (SkillyardError, ConversionError) as exc:
+            api.state.errors.append(exc)
+            code = exc.code if isinstance(exc, SkillyardError) else "invalid_argument"
+            message = exc.message if isinstance(exc, SkillyardError) else str(exc)
+            return iso.resume(False, None, code, message, len(api.state.errors))
+        return iso.resume(True, iso.to_lua(value))
+
+    def _error(self, iso: Isolate, card: Card, err: Any) -> BaseException:
+        code, message, error_id = iso.describe(err)
+        api: LocalApi = iso.current
+        if code is not None and error_id is not None:
+            errors = api.state.errors
+            if isinstance(error_id, int) and 1 <= error_id <= len(errors):
+                return errors[error_id - 1]
+        if code == "not_supported":
+            return NotSupported(f"{card.name}: {message}", code="not_supported")
+        if code == "entry":
+            return SkillError(f"{card.name}: {card.operation}: {message}")
+        return SkillError(f"{card.name}: {message}")
+
+    def _result(self, iso: Isolate, card: Card, values: tuple[Any, ...]) -> RawResult:
+        if len(values) == 1 and type(values[0]) is not str:
+            try:
+                output = iso.to_py(values[0])
+            except ConversionError as exc:
+                raise SkillError(f"{card.name}: cannot return this value: {exc}") from exc
+            size = len(orjson.dumps(output))
+            if size > card.limits.max_output_bytes:
+                raise OutputTooLarge(
+                    f"{card.name}: output is {size} bytes; "
+                    f"the limit is {card.limits.max_output_bytes}"
+                )
+            return RawResult(output=output)
+        content = values[0] if values else None
+        overflow = values[1] if len(values) > 1 else None
+        hint = values[2] if len(values) > 2 else None
+        host_result = values[3] if len(values) > 3 else None
+        if overflow is not None and overflow not in OVERFLOW_MODES:
+            raise SkillError(
+                f"{card.name}: overflow_mode {overflow!r} is not one of {', '.join(OVERFLOW_MODES)}"
+            )
+        limit = card.limits.max_output_bytes
+        try:
+            text = content if isinstance(content, str) else None
+            output = iso.to_py(host_result) if host_result is not None else iso.to_py(content)
+        except ConversionError as exc:
+            raise SkillError(f"{card.name}: cannot return this value: {exc}") from exc
+        if text is not None and len(text.encode()) > limit:
+            if overflow != "truncate":
+                raise OutputTooLarge(
+                    f"{card.name}: content is {len(text.encode())} bytes; the limit is {limit} "
+                    "(return overflow_mode 'truncate' to cut it instead)"
+                )
+            text = text.encode()[:limit].decode("utf-8", "ignore")
+            if host_result is None:
+                output = text
+        size = len(output.encode()) if isinstance(output, str) else len(orjson.dumps(output))
+        if size > limit:
+            raise OutputTooLarge(f"{card.name}: output is {size} bytes; the limit is {limit}")
+        events: tuple[dict[str, Any], ...] = ()
+        if isinstance(hint, str):
+            events = ({"kind": "template_hint", "hint": hint},)
+        return RawResult(output=output, content=text, events=events)
+
+    async def health(self) -> dict[str, Any]:
+        pooled = sum(len(p) for p in self._pools.values())
+        return {"ok": True, "pooled": pooled, **self.stats}
+
+    async def aclose(self) -> None:
+        self._pools.clear()
+
+
+__all__ = ["Compiler", "LuaTransport", "limit_error"]

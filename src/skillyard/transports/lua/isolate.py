@@ -1,0 +1,227 @@
+"""One sandboxed Lua 5.4 VM (an *isolate*) and the conversions across its boundary.
+
+An :class:`Isolate` is a ``lupa.lua54.LuaRuntime`` created with eval and Python
+builtins disabled, an attribute filter that refuses every Python attribute, a
+memory cap, and the :mod:`~skillyard.transports.lua.harness` installed. The
+only Python objects it holds are the local ``vulcan`` helpers, kept as upvalues
+of Lua closures that skill code cannot reach (``debug`` is gone).
+
+Calls are driven as coroutines: :meth:`Isolate.start` runs until the skill
+returns, fails, trips a limit, or yields a host request, which the transport
+answers with ``await ctx.host.dispatch(...)`` and hands back via
+:meth:`Isolate.resume`. No thread is involved, so a warm call costs a couple of
+Lua boundary crossings (see docs/lua.md for the measured comparison with a
+worker thread).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from skillyard.transports.lua.harness import ENGINE, HARNESS, VULCAN
+
+MB = 1024 * 1024
+# Above this estimated number of matcher steps a pattern call runs in the hooked Lua engine.
+PATTERN_LIMIT = 20_000_000
+MAX_DEPTH = 100
+API_NAMES = ("json_encode", "json_decode", "path", "log", "context", "module")
+_SCALARS = (str, int, bool)
+_NESTED = frozenset((dict, list, tuple))
+
+
+class ConversionError(ValueError):
+    """A Lua value cannot be expressed as JSON."""
+
+
+_BYTECODE: list[tuple[bytes, bytes]] = []
+
+
+def harness_bytecode() -> tuple[bytes, bytes]:
+    """The harness and the vulcan table compiled once per process (isolates load bytecode)."""
+    if not _BYTECODE:
+        import lupa.lua54 as lupa
+
+        compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
+        dump = compiler.eval(
+            "function(src, name) return string.dump(assert(load(src, name)), true) end"
+        )
+        _BYTECODE.append(
+            (bytes(dump(HARNESS.encode(), b"=harness")), bytes(dump(VULCAN.encode(), b"=vulcan")))
+        )
+    return _BYTECODE[0]
+
+
+def _deny_attributes(obj: Any, name: Any, is_setting: bool) -> Any:
+    raise AttributeError("Python attributes are not reachable from the sandbox")
+
+
+class Isolate:
+    """A sandboxed Lua VM with the skillyard harness installed."""
+
+    __slots__ = (
+        "_h_call",
+        "_h_describe",
+        "_h_eval",
+        "_h_resume",
+        "calls",
+        "chunks",
+        "current",
+        "dead",
+        "h",
+        "lua",
+        "lua_type",
+        "memory_limit",
+        "table_from",
+    )
+
+    def __init__(self, *, memory_limit: int, api: dict[str, Callable[..., Any]]) -> None:
+        import lupa.lua54 as lupa
+
+        self.memory_limit = memory_limit
+        self.lua = lupa.LuaRuntime(
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            attribute_filter=_deny_attributes,
+            max_memory=0,
+        )
+        self.lua_type = lupa.lua_type
+        self.table_from = self.lua.table_from
+        core, vulcan = harness_bytecode()
+        harness = self.lua.execute(
+            core,
+            time.monotonic,
+            ENGINE,
+            memory_limit,
+            PATTERN_LIMIT,
+            vulcan,
+            *(api[name] for name in API_NAMES),
+        )
+        self.h = harness
+        self._h_call = harness.call
+        self._h_resume = harness.resume
+        self._h_describe = harness.describe
+        self._h_eval = harness.eval
+        self.lua.set_max_memory(memory_limit, total=False)
+        self.chunks: dict[Any, Any] = {}
+        self.current: Any = None
+        self.dead = False
+        self.calls = 0
+
+    def chunk(self, key: Any, bytecode: bytes, chunkname: str) -> Any:
+        """The compiled entry ``key`` in this isolate (loaded from bytecode once)."""
+        fn = self.chunks.get(key)
+        if fn is None:
+            result = self.h.compile(bytecode, "@" + chunkname)
+            fn = result[0] if isinstance(result, tuple) else result
+            if fn is None:
+                raise ConversionError(f"cannot load the compiled chunk {chunkname}: {result[1]}")
+            self.chunks[key] = fn
+        return fn
+
+    def start(
+        self, chunk: Any, key: str | None, args: Any, budget: float, deadline: float, step: int
+    ) -> tuple[Any, ...]:
+        """Begin a call; returns ``(status, ...)`` (done, host, error or limit)."""
+        self.calls += 1
+        result: tuple[Any, ...] = self._h_call(chunk, key, args, budget, deadline, step)
+        return result
+
+    def resume(
+        self,
+        ok: bool,
+        value: Any = None,
+        code: Any = None,
+        message: Any = None,
+        error_id: Any = None,
+    ) -> tuple[Any, ...]:
+        """Answer a host request and continue the call."""
+        result: tuple[Any, ...] = self._h_resume(ok, value, code, message, error_id)
+        return result
+
+    def new_env(self) -> Any:
+        """A fresh globals table for a persistent session."""
+        return self.h.newenv()
+
+    def eval(
+        self, env: Any, code: str, args: Any, budget: float, deadline: float, step: int
+    ) -> tuple[Any, ...]:
+        """Run ``code`` in the persistent ``env`` (sessions)."""
+        result: tuple[Any, ...] = self._h_eval(env, code, args, budget, deadline, step)
+        return result
+
+    def describe(self, err: Any) -> tuple[str | None, str, Any]:
+        """``(code, message, error_id)`` of a Lua error value, without running skill code."""
+        out = self._h_describe(err)
+        if not isinstance(out, tuple):
+            return None, str(out), None
+        code, message = out[0], out[1]
+        error_id = out[2] if len(out) > 2 else None
+        return code, str(message), error_id
+
+    def memory_used(self) -> int:
+        """Bytes currently allocated by this VM."""
+        return int(self.lua.get_memory_used())
+
+    # -- conversions -----------------------------------------------------------------------
+
+    def to_lua(self, value: Any) -> Any:
+        """A JSON value as a Lua value (dicts and lists become tables)."""
+        if type(value) is dict:
+            for v in value.values():
+                if type(v) in _NESTED:
+                    return self.table_from(value, recursive=True)
+            return self.table_from(value)
+        if isinstance(value, dict | list | tuple):
+            return self.table_from(value, recursive=True)
+        return value
+
+    def to_py(self, value: Any, depth: int = 0) -> Any:
+        """A Lua value as JSON (tables with keys 1..n become lists)."""
+        t = type(value)
+        if t is str or t is int or t is bool or value is None:
+            return value
+        if t is float:
+            if math.isfinite(value):
+                return value
+            raise ConversionError(f"{value} is not a JSON number")
+        kind = self.lua_type(value)
+        if kind != "table":
+            raise ConversionError(f"a Lua {kind or 'host'} value cannot be returned as JSON")
+        fast = dict(value.items())
+        for k, v in fast.items():
+            if type(k) is not str or type(v) not in _SCALARS:
+                break
+        else:
+            return fast
+        if depth >= MAX_DEPTH:
+            raise ConversionError(f"tables nested deeper than {MAX_DEPTH} levels (or a cycle)")
+        out: dict[Any, Any] = {}
+        plain = True
+        for k, v in fast.items():
+            tv = type(v)
+            if not (tv is str or tv is int or tv is bool):
+                v = self.to_py(v, depth + 1)
+            if type(k) is not str:
+                plain = False
+            out[k] = v
+        if plain:
+            return out
+        n = len(out)
+        if all(type(k) is int for k in out) and min(out) == 1 and max(out) == n:
+            return [out[i] for i in range(1, n + 1)]
+        fixed: dict[str, Any] = {}
+        for k, v in out.items():
+            if isinstance(k, str):
+                fixed[k] = v
+            elif isinstance(k, int | float) and not isinstance(k, bool):
+                fixed[str(k)] = v
+            else:
+                raise ConversionError(f"a table key of type {type(k).__name__} is not valid JSON")
+        return fixed
+
+
+__all__ = ["MB", "ConversionError", "Isolate"]
