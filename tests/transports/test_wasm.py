@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-from wasm_support import GUESTS, descriptor, make_pkg, pack, response, wat_guest
 
 from skillyard import SyncRuntime
 from skillyard.errors import (
@@ -22,6 +21,7 @@ from skillyard.errors import (
     SkillError,
     SkillTimeout,
 )
+from tests.transports.wasm_support import GUESTS, descriptor, make_pkg, pack, response, wat_guest
 
 TESTSKILL = GUESTS / "testskill.wasm"
 ECHO = GUESTS / "echo.wasm"

@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 import pytest
-from wasm_support import GUESTS, make_pkg, relay_guest
 
 from skillyard import SyncRuntime
 from skillyard.errors import PermissionDenied, SkillError
 from skillyard.transports.base import CallContext, DenyAllHost
+from tests.transports.wasm_support import GUESTS, make_pkg, relay_guest
 
 TESTSKILL = GUESTS / "testskill.wasm"
 GRANT_SELF = '[permissions]\ninvoke = ["testskill-*"]\n'
