@@ -372,3 +372,35 @@ def test_wasi_sees_nothing_without_the_host_api(tmp_path):
         rt.runtime.add_package(pkg)
         with pytest.raises(SkillError, match="cannot open"):
             rt.call("files-wasi_read", {"path": str((pkg / "ro" / "in.txt").resolve())})
+
+
+def test_http_get_reaches_a_loopback_server_through_the_host_api(tmp_path):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"you asked for {self.path}".encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        guest = relay_guest("http_get", {"url": f"http://127.0.0.1:{port}/hello"})
+        toml = '[permissions.http]\nhosts = ["127.0.0.1"]\nallow_loopback = true\n'
+        with SyncRuntime.memory() as rt:
+            rt.runtime.add_package(make_pkg(tmp_path, "fetcher", guest, toml))
+            out = rt.call("fetcher-run").output
+            assert out["status"] == 200 and out["body"] == "you asked for /hello"
+    finally:
+        server.shutdown()
+        server.server_close()
