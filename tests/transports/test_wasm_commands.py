@@ -252,7 +252,7 @@ def test_schedule_calls_the_method_later(rt):
     deadline = time.monotonic() + 5
     while not runner.scheduled_results and time.monotonic() < deadline:
         rt.run(__import__("asyncio").sleep(0.01))
-    assert runner.scheduled_results == [{"tool": "testskill-count", "output": {"count": 1}}]
+    assert list(runner.scheduled_results) == [{"tool": "testskill-count", "output": {"count": 1}}]
     assert ("testskill-count", None) in rt.recorder.seen
 
 
