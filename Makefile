@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench wasm clean venv
+.PHONY: demo test lint bench wasm clean venv setup
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check src tests bench examples
 	$(PY) -m mypy
 
-test: lint
+# System tools the tests use beyond Python (jq; MCP peers from npm): idempotent, fast when present.
+setup:
+	bash .ci/setup
+
+test: setup lint
 	$(PY) -m pytest
 
 # Rebuild the committed WASM guests (needs clang, lld, wasi-libc, libclang-rt-14-dev-wasm32).

@@ -67,6 +67,7 @@ MAX_CALL_DEPTH = 16
 # ``runtime.config``. The first one installed is the outermost middleware.
 EXTENSIONS: list[str] = [
     "skillyard.host:install",
+    "skillyard.gate:install",
     "skillyard.transports.mcp_catalog:install",
     "skillyard.memo:install",
 ]

@@ -233,6 +233,14 @@ def doctor_cmd() -> None:
 def _checks(runtime: Any) -> list[dict[str, str]]:
     """Cross-cutting checks each subsystem may extend (gate, host, memo)."""
     out: list[dict[str, str]] = []
+    if runtime.config.get("gate") is None:
+        out.append(
+            {
+                "level": "warning",
+                "message": "ungoverned: no [gate] section, so no policy decides calls and no "
+                "ledger records them (see docs/governance.md)",
+            }
+        )
     for mw in runtime.middleware:
         check = getattr(mw, "doctor", None)
         if check is not None:

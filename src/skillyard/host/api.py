@@ -217,7 +217,10 @@ class HostServices:
                 os.path.join(anchor, os.path.expanduser(str(workspace)))
             )
         elif runtime.home is not None:
-            self.workspace = str(runtime.home.path / "workspace")
+            # The home's own workspace is ours to create; a configured one must exist.
+            home_ws = runtime.home.path / "workspace"
+            home_ws.mkdir(parents=True, exist_ok=True)
+            self.workspace = os.path.realpath(home_ws)
         else:
             self.workspace = os.path.realpath(os.getcwd())
         self.kv = kv.KeyValue(runtime.store, "host_kv")
