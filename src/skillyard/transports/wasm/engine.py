@@ -66,6 +66,7 @@ class _Ticker:
         self._wake = threading.Event()
         self._engines: list[wasmtime.Engine] = []
         self._thread: threading.Thread | None = None
+        self.watched: set[Any] = set()  # objects with .tick(), checked every tick (output caps)
 
     def add_engine(self, engine: wasmtime.Engine) -> None:
         with self._lock:
@@ -92,6 +93,8 @@ class _Ticker:
             time.sleep(TICK_SEC)
             for engine in tuple(self._engines):
                 engine.increment_epoch()
+            for item in tuple(self.watched):
+                item.tick()
             with self._lock:
                 if self._active <= 0:
                     self._wake.clear()

@@ -10,7 +10,12 @@ plus the ``wasm_state`` table), never in the instance.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import itertools
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -84,6 +89,12 @@ class Skill:
         self.warm_memory: int | None = None  # the memory cap the warm instance was built with
         self.warm_lock = threading.Lock()
 
+    def drop_warm(self) -> None:
+        """Forget the warm instance (its output files go with it)."""
+        warm, self.warm = self.warm, None
+        if warm is not None and warm.out is not None:
+            warm.out.close()
+
     def instantiate(
         self,
         *,
@@ -99,8 +110,9 @@ class Skill:
             store.set_limits(memory_size=memory_bytes)
         if self.compiled.fuel:
             store.set_fuel(fuel or 0)
-        box = OutputBox()
+        box = None
         if self.compiled.uses_wasi:
+            box = OutputBox()
             store.set_wasi(_wasi(preopens, box))
         store.set_epoch_deadline(engine.deadline_ticks(timeout))
         try:
@@ -128,27 +140,70 @@ def _trap_kind(exc: wasmtime.Trap) -> str:
     return "trap"
 
 
-class OutputBox:
-    """Where one store's WASI output goes: wasmtime calls the writers on its own threads."""
+_out_dir: Path | None = None
+_out_ids = itertools.count(1)
+MAX_OUTPUT_FILE = 1024 * 1024  # WASI output kept on disk per store, at most
 
-    __slots__ = ("state",)
+
+def _output_dir() -> Path:
+    global _out_dir
+    if _out_dir is None:
+        _out_dir = Path(tempfile.mkdtemp(prefix="skillyard-wasm-out-"))  # mode 0700
+        atexit.register(shutil.rmtree, _out_dir, True)
+    return _out_dir
+
+
+class OutputBox:
+    """A store's WASI stdout and stderr, written by wasmtime to two private files.
+
+    Files, not ``stdout_custom`` callbacks: wasmtime writes WASI output from its own
+    threads, and a Python callback there can run while the interpreter shuts down.
+    After each call the new bytes become ``log`` events (bounded per call).
+    """
+
+    __slots__ = ("flooded", "offsets", "paths")
 
     def __init__(self) -> None:
-        self.state: hostcalls.CallState | None = None
+        base = _output_dir() / str(next(_out_ids))
+        self.paths = (f"{base}.out", f"{base}.err")
+        self.offsets = [0, 0]
+        self.flooded = [False, False]
 
-    def writer(self, stream: str) -> Any:
-        def write(data: bytes) -> None:
-            state = self.state
-            if state is not None:
+    def tick(self) -> None:
+        """Run by the epoch ticker during a call: a flood is cut (the file becomes sparse)."""
+        for i, path in enumerate(self.paths):
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_size > MAX_OUTPUT_FILE:
+                    os.truncate(path, 0)
+                    self.flooded[i] = True
+
+    def collect(self, state: hostcalls.CallState) -> None:
+        for i, stream in enumerate(("stdout", "stderr")):
+            try:
+                with open(self.paths[i], "rb") as fh:
+                    fh.seek(self.offsets[i])
+                    data = b"" if self.flooded[i] else fh.read(hostcalls.MAX_LOG_BYTES + 1)
+                    self.offsets[i] = fh.seek(0, os.SEEK_END)
+                if self.flooded[i] or self.offsets[i] > MAX_OUTPUT_FILE:
+                    os.truncate(self.paths[i], 0)
+            except OSError:
+                continue
+            if self.flooded[i]:
+                self.flooded[i] = False
+                state.log(stream, f"[more than {MAX_OUTPUT_FILE} bytes of {stream}; dropped]")
+            elif data:
                 state.log(stream, data.decode("utf-8", "replace"))
 
-        return write
+    def close(self) -> None:
+        for path in self.paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _wasi(preopens: list[tuple[str, bool]], box: OutputBox) -> wasmtime.WasiConfig:
     wc = wasmtime.WasiConfig()  # no argv, no env, no stdin
-    wc.stdout_custom = box.writer("stdout")
-    wc.stderr_custom = box.writer("stderr")
+    wc.stdout_file = box.paths[0]
+    wc.stderr_file = box.paths[1]
     for path, writable in preopens:
         wc.preopen_dir(path, path, writable)
     return wc
@@ -220,6 +275,8 @@ def describe(path: str | Path) -> dict[str, Any]:
         finally:
             engine.TICKER.leave()
             hostcalls.leave(prev)
+            if bound.out is not None:
+                bound.out.close()
         return abi.parse_descriptor(data)
     except engine.GuestFault as exc:
         raise ManifestError(
@@ -438,14 +495,16 @@ class WasmTransport:
             if locked and skill.warm is not None and skill.warm_memory == memory:
                 bound = skill.warm
             else:
+                if locked and skill.warm is not None:
+                    skill.drop_warm()
                 bound = skill.instantiate(
                     memory_bytes=memory,
                     fuel=limits.instructions,
                     timeout=ctx.remaining,
                     preopens=preopens_for(ctx) if skill.compiled.uses_wasi else [],
                 )
-            if not plain:
-                bound.out.state = state
+            if bound.out is not None:
+                engine.TICKER.watched.add(bound.out)
             if skill.compiled.fuel:
                 bound.store.set_fuel(limits.instructions or 0)
             bound.set_deadline(ctx.remaining)
@@ -468,7 +527,7 @@ class WasmTransport:
                 )
             return data
         except engine.GuestFault as fault:
-            if locked:
+            if locked and skill.warm is bound:
                 skill.warm = None  # a faulted instance is never reused
             if state.fatal is not None and fault.kind != "host":
                 # wasmtime-py keeps the last host exception in a process-wide slot; the
@@ -476,8 +535,12 @@ class WasmTransport:
                 fault = engine.GuestFault("host", str(state.fatal), state.fatal)
             raise self._translate(fault, card, bound, memory) from (fault.cause or fault)
         finally:
-            if bound is not None and not plain:
-                bound.out.state = None
+            box = bound.out if bound is not None else None
+            if box is not None:
+                engine.TICKER.watched.discard(box)
+                box.collect(state)
+                if skill.warm is not bound:
+                    box.close()
             if locked:
                 skill.warm_lock.release()
             engine.TICKER.leave()
@@ -536,5 +599,7 @@ class WasmTransport:
 
     async def aclose(self) -> None:
         await self._commands.aclose()
+        for skill in self._skills.values():
+            skill.drop_warm()
         self._skills.clear()
         self._by_card.clear()
