@@ -148,7 +148,9 @@ MAX_OUTPUT_FILE = 1024 * 1024  # WASI output kept on disk per store, at most
 def _output_dir() -> Path:
     global _out_dir
     if _out_dir is None:
-        _out_dir = Path(tempfile.mkdtemp(prefix="skillyard-wasm-out-"))  # mode 0700
+        # Memory-backed when the system has it: these files live for one call.
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        _out_dir = Path(tempfile.mkdtemp(prefix="skillyard-wasm-out-", dir=shm))  # mode 0700
         atexit.register(shutil.rmtree, _out_dir, True)
     return _out_dir
 
@@ -180,6 +182,8 @@ class OutputBox:
     def collect(self, state: hostcalls.CallState) -> None:
         for i, stream in enumerate(("stdout", "stderr")):
             try:
+                if not self.flooded[i] and os.stat(self.paths[i]).st_size <= self.offsets[i]:
+                    continue  # nothing new (the common case): no open
                 with open(self.paths[i], "rb") as fh:
                     fh.seek(self.offsets[i])
                     data = b"" if self.flooded[i] else fh.read(hostcalls.MAX_LOG_BYTES + 1)
