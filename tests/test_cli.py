@@ -134,3 +134,18 @@ def test_help_lists_commands():
     assert out.returncode == 0
     for name in ("list", "describe", "call", "validate", "init", "doctor"):
         assert name in out.stdout
+
+
+def test_help_imports_no_command_module_and_every_command_has_a_summary():
+    from skillyard.cli.main import COMMANDS, SUMMARIES
+
+    assert set(SUMMARIES) == set(COMMANDS)
+    code = (
+        "import sys; from skillyard.cli.main import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m in ('asyncio', 'skillyard.runtime', "
+        "'skillyard.memo', 'skillyard.gate', 'skillyard.host')), file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "[]"
+    assert "approvals" in out.stdout and "Serve the runtime's skills" in out.stdout

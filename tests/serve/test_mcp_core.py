@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from skillyard.card import Card, Policy
@@ -113,7 +114,7 @@ def test_a_held_call_names_its_action_id() -> None:
     res = rpc(McpServer(rt), "tools/call", {"name": "pay-send", "arguments": {}})["result"]
     assert res["isError"] is True
     text = res["content"][0]["text"]
-    assert "act-42" in text and "skillyard approvals approve act-42" in text
+    assert "act-42" in text and "skillyard approvals grant act-42" in text
     assert res["_meta"]["dev.skillyard/pending"]["action_id"] == "act-42"
 
 
@@ -150,3 +151,36 @@ def test_imported_mcp_tools_get_cautious_hints() -> None:
         "openWorldHint": True,
         "destructiveHint": True,
     }
+
+
+def test_held_call_completes_when_called_again_after_approval(tmp_path: Path) -> None:
+    from skillyard.gate import actions as gate_actions
+    from skillyard.gate import find
+    from skillyard.gate.approvals import make_decision
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        'version = "t"\n[defaults]\nlevel = "L1"\nreversible = true\nblast_radius = "none"\n'
+        '[[rules]]\nname = "pay-needs-a-human"\ntool = "pay-*"\neffect = "require_approval"\n'
+        '[[rules]]\nname = "rest"\ntool = "*"\neffect = "allow"\n'
+    )
+    rt = Runtime.memory(
+        transports={"mock": MockTransport(lambda args, ctx: {"paid": args["amount"]})},
+        config={"gate": {"policy": str(policy)}},
+    )
+    rt.add_card(card("pay-send"))
+    server = McpServer(rt)
+    first = rpc(server, "tools/call", {"name": "pay-send", "arguments": {"amount": 5}})["result"]
+    action_id = first["_meta"]["dev.skillyard/pending"]["action_id"]
+    assert first["isError"] and action_id in first["content"][0]["text"]
+    # asking again before a decision resumes the same hold rather than proposing a new one
+    again = rpc(server, "tools/call", {"name": "pay-send", "arguments": {"amount": 5}})["result"]
+    assert again["_meta"]["dev.skillyard/pending"]["action_id"] == action_id
+    gate = find(rt)
+    assert gate is not None
+    action = gate_actions.get(gate.store, action_id)
+    assert action is not None
+    gate.submit({"decision": make_decision(action, "granted", "alice", "ok")})
+    done = rpc(server, "tools/call", {"name": "pay-send", "arguments": {"amount": 5}})["result"]
+    assert done["isError"] is False and done["structuredContent"] == {"paid": 5}
+    asyncio.run(rt.aclose())

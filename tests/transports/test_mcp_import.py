@@ -118,7 +118,8 @@ def test_everything_server_package_progress_and_timeout(tmp_path: Path) -> None:
         'env = { SKILLYARD_PROBE = "${config:probe}", FIXED = "plain" }',
         extra='description = "reference server"\n'
         '[[config]]\nkey = "probe"\nsensitive = true\n'
-        "[limits]\ntimeout_sec = 20",
+        "[limits]\ntimeout_sec = 20\n"
+        '[policy]\ncache = "read-through"\nidempotent = true',  # the memo applies as usual
     )
     config = {"skills": {"everything": {"config": {"probe": "xyz-123"}}}}
 
@@ -138,7 +139,9 @@ def test_everything_server_package_progress_and_timeout(tmp_path: Path) -> None:
         assert '"SKILLYARD_PROBE": "xyz-123"' in env.content and '"FIXED": "plain"' in env.content
         assert "xyz-123" not in str(rt.card("everything-get-env").to_dict())  # never on a card
         total = await rt.call("everything-get-sum", {"a": 2, "b": 40})
-        assert "42" in total.content
+        assert "42" in total.content and total.source == "live"
+        again = await rt.call("everything-get-sum", {"a": 2, "b": 40})
+        assert again.source == "cache" and again.output == total.output
         events: list[dict] = []
         res = await rt.call(
             "everything-trigger-long-running-operation",

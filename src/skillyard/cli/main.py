@@ -38,6 +38,26 @@ COMMANDS: dict[str, str] = {
     "session": "skillyard.cli.session:session",
 }
 
+# One-line help per command, so `skillyard --help` lists them without importing them.
+SUMMARIES: dict[str, str] = {
+    "list": "List the tools visible to the caller.",
+    "describe": "Show a tool's card: schemas, policy, limits, permissions, help.",
+    "call": "Call TOOL with ARGS_JSON (a JSON object; '-' reads stdin).",
+    "validate": "Validate the skill package in PATH and show its tools.",
+    "init": "Scaffold a working skill package NAME.",
+    "doctor": "Check the runtime home: roots, packages that did not load, and why.",
+    "policy": "Governance policies: check, explain, sign.",
+    "approve": "Approver keys.",
+    "approvals": "Actions held for approval, and signed decisions on them.",
+    "audit": "The tamper-evident ledger of every governed call.",
+    "runtime": "Run skillyard as a service for other programs (the gate sidecar).",
+    "config": "Per-skill configuration values (declared in skill.toml [[config]]).",
+    "cache": "Inspect and clear the persistent call result cache.",
+    "serve": "Serve the runtime's skills to agents (MCP).",
+    "mcp": "Use MCP servers' tools as skills.",
+    "session": "Persistent Lua runtime sessions (globals survive between evals).",
+}
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_PENDING = range(6)
 
 
@@ -59,6 +79,17 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            summary = SUMMARIES.get(name)
+            if summary is None:  # a command without a summary is imported for its help
+                cmd = self.get_command(ctx, name)
+                summary = cmd.get_short_help_str(limit=70) if cmd is not None else ""
+            rows.append((name, summary))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)

@@ -17,16 +17,14 @@ its era, as in the reference SDK.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from skillyard.errors import ConfigError, InvalidArguments, SkillNotFound, SkillyardError
-from skillyard.transports.base import Caller
+from skillyard.errors import InvalidArguments, SkillNotFound, SkillyardError
+from skillyard.serve.mcp_tools import Exposure, ServeOptions, Tool, mcp_name
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -51,13 +49,8 @@ META_CLIENT_CAPS = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 META_PENDING = "dev.skillyard/pending"
 
-_NAME_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 Reply = Callable[[dict[str, Any]], None]
-
-
-def mcp_name(name: str) -> str:
-    """A tool name in MCP's alphabet ``[A-Za-z0-9_.-]{1,128}``."""
-    return _NAME_BAD.sub("_", name)[:128] or "_"
+MAX_HELD = 10_000
 
 
 def error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
@@ -66,55 +59,6 @@ def error(msg_id: Any, code: int, message: str, data: Any = None) -> dict[str, A
     if data is not None:
         err["data"] = data
     return {"jsonrpc": "2.0", "id": msg_id, "error": err}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServeOptions:
-    """What ``skillyard serve mcp`` exposes and as whom (``[serve.mcp]`` in config.toml)."""
-
-    include: tuple[str, ...] = ("*",)
-    exclude: tuple[str, ...] = ()
-    authority: Literal["system", "delegated_tool"] = "delegated_tool"
-    principal: str = "mcp"
-    mapping: Literal["method", "skill"] = "method"
-    page_size: int = 100
-    name: str = "skillyard"
-    instructions: str | None = None
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> ServeOptions:
-        """Read ``[serve.mcp]``; ``overrides`` that are not ``None`` win over the file."""
-        section = (config.get("serve") or {}).get("mcp") or {}
-        if not isinstance(section, Mapping):
-            raise ConfigError("[serve.mcp] must be a table")
-        allowed = {"include", "exclude", "authority", "principal", "mapping", "page_size", "name"}
-        unknown = sorted(set(section) - allowed - {"instructions"})
-        if unknown:
-            raise ConfigError(
-                f"serve.mcp.{unknown[0]}: unknown key; allowed: {', '.join(sorted(allowed))}"
-            )
-        merged = {**section, **{k: v for k, v in overrides.items() if v not in (None, ())}}
-        kw: dict[str, Any] = {}
-        for key in ("include", "exclude"):
-            if key in merged:
-                value = merged[key]
-                value = [value] if isinstance(value, str) else value
-                if not isinstance(value, list | tuple) or not all(
-                    isinstance(v, str) for v in value
-                ):
-                    raise ConfigError(f"serve.mcp.{key}: expected a list of glob patterns")
-                kw[key] = tuple(value)
-        if merged.get("authority", "delegated_tool") not in ("system", "delegated_tool"):
-            raise ConfigError("serve.mcp.authority: use 'delegated_tool' or 'system'")
-        if merged.get("mapping", "method") not in ("method", "skill"):
-            raise ConfigError("serve.mcp.mapping: use 'method' or 'skill'")
-        size = merged.get("page_size", 100)
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 10_000:
-            raise ConfigError("serve.mcp.page_size: expected a whole number from 1 to 10000")
-        for key in ("authority", "mapping", "page_size", "principal", "name", "instructions"):
-            if key in merged:
-                kw[key] = merged[key]
-        return cls(**kw)
 
 
 @dataclass(eq=False)
@@ -134,156 +78,32 @@ class Session:
         self.tasks.clear()
 
 
-@dataclass(frozen=True, slots=True)
-class _Tool:
-    """One listed MCP tool: its wire form and what it runs."""
-
-    name: str
-    wire: dict[str, Any]
-    card: Card | None  # None for per-skill tools
-    methods: dict[str, Card]
-    wrap: bool  # structured output goes under {"result": ...}
-
-
-def _annotations(cards: list[Card]) -> dict[str, Any]:
-    """Hints derived from what the cards declare, never from what authors claim.
-
-    A tool imported from another MCP server runs outside skillyard's sandbox, so nothing
-    it declares bounds what it does: it gets the protocol's cautious defaults.
-    """
-    remote = any(c.transport == "mcp" for c in cards)
-    read_only = not remote and all(c.read_only for c in cards)
-    ann: dict[str, Any] = {
-        "readOnlyHint": read_only,
-        "idempotentHint": all(c.policy.idempotent for c in cards),
-        "openWorldHint": remote or any(bool(c.permissions.get("http")) for c in cards),
-    }
-    if not read_only:
-        destructive = remote
-        for c in cards:
-            fs = c.permissions.get("fs") or []
-            writes = any(isinstance(e, Mapping) and e.get("mode") == "rw" for e in fs)
-            destructive = destructive or writes or bool(c.permissions.get("shell"))
-        ann["destructiveHint"] = destructive
-    return ann
-
-
 class McpServer:
     """Serves a runtime's visible cards over MCP; one instance serves many sessions."""
 
     def __init__(self, runtime: Runtime, options: ServeOptions | None = None) -> None:
         self.runtime = runtime
         self.options = options or ServeOptions.from_config(runtime.config)
-        self.caller = Caller(authority=self.options.authority, principal=self.options.principal)
-        self._index: dict[str, _Tool] | None = None
-        self._listing: list[_Tool] = []
+        self.exposure = Exposure(runtime, self.options)
+        self.caller = self.exposure.caller
+        self._held: dict[tuple[str, bytes], str] = {}  # (tool, canonical args) -> action id
         self._info = {"name": self.options.name, "version": SERVER_VERSION}
 
     # -- what is exposed ---------------------------------------------------------------
 
-    def _wanted(self, card: Card) -> bool:
-        if card.hidden:
-            return False
-        name = card.name
-        if not any(fnmatch.fnmatchcase(name, p) for p in self.options.include):
-            return False
-        return not any(fnmatch.fnmatchcase(name, p) for p in self.options.exclude)
-
     def cards(self) -> list[Card]:
         """Cards this server exposes, sorted by tool name."""
-        return [c for c in self.runtime.list(caller=self.caller) if self._wanted(c)]
+        return self.exposure.cards()
 
-    def _build(self) -> dict[str, _Tool]:
-        tools: list[_Tool] = []
-        cards = [c for c in self.cards() if "tool" in c.roles]
-        if self.options.mapping == "skill":
-            by_skill: dict[str, list[Card]] = {}
-            for c in cards:
-                by_skill.setdefault(c.id, []).append(c)
-            for skill_id, group in sorted(by_skill.items()):
-                tools.append(self._skill_tool(skill_id, group))
-        else:
-            for c in cards:
-                tools.append(self._method_tool(c))
-        index: dict[str, _Tool] = {}
-        for t in tools:
-            index.setdefault(t.name, t)  # a sanitised clash keeps the first, sorted by name
-        self._listing = sorted(index.values(), key=lambda t: t.name)
-        return index
-
-    def _method_tool(self, card: Card) -> _Tool:
-        name = mcp_name(card.name)
-        wire: dict[str, Any] = {
-            "name": name,
-            "description": card.description or card.name,
-            "inputSchema": dict(card.input_schema),
-            "annotations": _annotations([card]),
-        }
-        if card.title:
-            wire["title"] = card.title
-            wire["annotations"]["title"] = card.title
-        wrap = False
-        schema = card.output_schema
-        if schema is not None:
-            if schema.get("type") == "object":
-                wire["outputSchema"] = dict(schema)
-            else:
-                wrap = True
-                wire["outputSchema"] = {
-                    "type": "object",
-                    "properties": {"result": dict(schema)},
-                    "required": ["result"],
-                }
-        return _Tool(name, wire, card, {card.method: card}, wrap)
-
-    def _skill_tool(self, skill_id: str, cards: list[Card]) -> _Tool:
-        methods = {c.method: c for c in cards}
-        lines = [f"- {c.method}: {c.description}".rstrip(": ") for c in cards]
-        name = mcp_name(skill_id)
-        wire: dict[str, Any] = {
-            "name": name,
-            "description": f"Skill {skill_id}; methods:\n" + "\n".join(lines),
-            "inputSchema": {
-                "type": "object",
-                "properties": {
-                    "method": {"type": "string", "enum": sorted(methods)},
-                    "arguments": {"type": "object"},
-                },
-                "required": ["method"],
-                "additionalProperties": False,
-            },
-            "annotations": _annotations(cards),
-        }
-        return _Tool(name, wire, None, methods, False)
-
-    def tools(self) -> list[_Tool]:
+    def tools(self) -> list[Tool]:
         """The listed tools, rebuilt from the runtime's current cards."""
-        self._index = self._build()
-        return self._listing
-
-    def _tool(self, name: str) -> _Tool | None:
-        index = self._index if self._index is not None else self._build()
-        self._index = index
-        tool = index.get(name)
-        if tool is None:  # cards may have changed since the last listing
-            self._index = index = self._build()
-            tool = index.get(name)
-        return tool
+        return self.exposure.tools()
 
     def prompt_cards(self) -> list[Card]:
-        return [c for c in self.cards() if "prompt" in c.roles]
+        return self.exposure.prompt_cards()
 
     def help_docs(self) -> list[tuple[str, str, Any]]:
-        """``(uri, skill id, path)`` for each help document of an exposed skill."""
-        exposed = {c.id for c in self.cards()}
-        out = []
-        for skill_id in sorted(exposed):
-            pkg = self.runtime.packages.get(skill_id)
-            if pkg is None:
-                continue
-            for topic, path in sorted(pkg.help.items()):
-                out.append((f"skill://{skill_id}/help/{topic}", skill_id, path))
-        return out
+        return self.exposure.help_docs()
 
     def capabilities(self) -> dict[str, Any]:
         return {"tools": {"listChanged": False}, "resources": {}, "prompts": {}}
@@ -609,7 +429,7 @@ class McpServer:
         name = params.get("name")
         if not isinstance(name, str):
             raise _RpcError(INVALID_PARAMS, "tools/call: name must be a string")
-        tool = self._tool(name)
+        tool = self.exposure.tool(name)
         if tool is None:
             raise _RpcError(INVALID_PARAMS, f"unknown tool: {name}")
         args = params.get("arguments")
@@ -630,24 +450,35 @@ class McpServer:
             if not isinstance(inner, dict):
                 return _tool_error("invalid_arguments", "arguments.arguments must be an object")
             args = inner
+        # A call the gate held is finished by calling again with the same arguments:
+        # that resumes the held action instead of proposing a new one.
+        key = (card.name, orjson.dumps(args, option=orjson.OPT_SORT_KEYS))
+        held = self._held.pop(key, None)
         try:
-            result = await self.runtime.call(
-                card.name, args, caller=self.caller, sink=self._sink(params, reply)
-            )
+            if held is not None:
+                result = await self.runtime.resume(held, caller=self.caller)
+            else:
+                result = await self.runtime.call(
+                    card.name, args, caller=self.caller, sink=self._sink(params, reply)
+                )
         except SkillNotFound as exc:
             raise _RpcError(INVALID_PARAMS, f"unknown tool: {name}") from exc
         except InvalidArguments as exc:
             return _tool_error(exc.code, exc.message, pointer=exc.pointer)
         except SkillyardError as exc:
             return _tool_error(exc.code, exc.message)
+        if result.pending and result.decision.action_id:
+            if len(self._held) >= MAX_HELD:
+                self._held.pop(next(iter(self._held)))
+            self._held[key] = result.decision.action_id
         return self._tool_result(tool, result, version)
 
-    def _tool_result(self, tool: _Tool, result: CallResult, version: str) -> dict[str, Any]:
+    def _tool_result(self, tool: Tool, result: CallResult, version: str) -> dict[str, Any]:
         if result.pending:
             d = result.decision
             text = (
                 f"This call is held for approval (action id {d.action_id}). "
-                f"Approve it with `skillyard approvals approve {d.action_id}`, then call "
+                f"Approve it with `skillyard approvals grant {d.action_id}`, then call "
                 "the tool again with the same arguments to get its result."
             )
             out = _tool_error("pending_approval", text)
