@@ -404,3 +404,11 @@ def test_http_get_reaches_a_loopback_server_through_the_host_api(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_wasi_guest_sees_no_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WASM_TEST_TOKEN", "secret")
+    toml = '[permissions]\nenv = ["WASM_TEST_TOKEN", "HOME", "PATH"]\n'
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(make_pkg(tmp_path, "envless", TESTSKILL, toml))
+        assert rt.call("envless-wasi_env").output == {"count": 0, "home": False, "path": False}
