@@ -337,6 +337,25 @@ def _export(ctx: Any, instance: Any, name: str, kind: int) -> Any:
     return ext.of.func if kind == _EXTERN_FUNC else ext.of.memory
 
 
+def memory_view(ctx: Any, memory: wasmtime.Memory) -> tuple[int, int]:
+    """(base address, size) of a linear memory, for raw copies inside host imports."""
+    ref = _byref(memory._memory)
+    return ctypes.addressof(_mem_data(ctx, ref).contents), int(_mem_size(ctx, ref))
+
+
+def call_alloc(ctx: Any, func: wasmtime.Func, n: int) -> int:
+    """``skill_alloc(n)`` from inside a host import, through the C API (GuestFault on a trap)."""
+    params = (_b.wasmtime_val_t * 1)()
+    params[0].kind = _I32  # type: ignore[assignment]
+    params[0].of.i32 = n
+    results = (_b.wasmtime_val_t * 1)()
+    trap = ctypes.POINTER(_b.wasm_trap_t)()
+    err = _call(ctx, _byref(func._func), params, 1, results, 1, _byref(trap))
+    if err or trap:
+        raise classify(err, trap)
+    return int(results[0].of.i32) & 0xFFFFFFFF
+
+
 class Bound:
     """One instance's ABI exports, callable without wasmtime-py's generic machinery.
 
