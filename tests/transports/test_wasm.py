@@ -437,7 +437,7 @@ def test_concurrent_calls_on_worker_threads_keep_one_state_sequence(rt, tmp_path
 
 
 def test_stdout_flood_is_bounded(rt, tmp_path):
-    from skillyard.transports.wasm import transport
+    from skillyard.transports.wasm import wasi
 
     resp = response({"ok": True})
     flood = f"""
@@ -464,4 +464,4 @@ def test_stdout_flood_is_bounded(rt, tmp_path):
     assert result.output == {"ok": True}
     logged = sum(len(e["message"]) for e in result.events if e["kind"] == "log")
     assert 0 < logged <= 64 * 1024 + 100
-    assert not list(transport._output_dir().glob("*.out"))  # a fresh store's files are gone
+    assert not list(wasi.output_dir().glob("*.out"))  # a fresh store's files are gone

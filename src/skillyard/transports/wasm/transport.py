@@ -10,12 +10,6 @@ plus the ``wasm_state`` table), never in the instance.
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import itertools
-import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,11 +26,10 @@ from skillyard.errors import (
     SkillCrashed,
     SkillError,
     SkillTimeout,
-    SkillyardError,
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
-from skillyard.transports.wasm import abi, engine, hostcalls
+from skillyard.transports.wasm import abi, engine, hostcalls, wasi
 from skillyard.transports.wasm.commands import CommandRunner
 
 if TYPE_CHECKING:
@@ -112,8 +105,8 @@ class Skill:
             store.set_fuel(fuel or 0)
         box = None
         if self.compiled.uses_wasi:
-            box = OutputBox()
-            store.set_wasi(_wasi(preopens, box))
+            box = wasi.OutputBox()
+            store.set_wasi(wasi.wasi_config(preopens, box))
         store.set_epoch_deadline(engine.deadline_ticks(timeout))
         try:
             instance = self.pre.instantiate(store)
@@ -138,107 +131,6 @@ def _trap_kind(exc: wasmtime.Trap) -> str:
     if code == wasmtime.TrapCode.STACK_OVERFLOW:
         return "stack"
     return "trap"
-
-
-_out_dir: Path | None = None
-_out_ids = itertools.count(1)
-MAX_OUTPUT_FILE = 1024 * 1024  # WASI output kept on disk per store, at most
-
-
-def _output_dir() -> Path:
-    global _out_dir
-    if _out_dir is None:
-        # Memory-backed when the system has it: these files live for one call.
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        _out_dir = Path(tempfile.mkdtemp(prefix="skillyard-wasm-out-", dir=shm))  # mode 0700
-        atexit.register(shutil.rmtree, _out_dir, True)
-    return _out_dir
-
-
-class OutputBox:
-    """A store's WASI stdout and stderr, written by wasmtime to two private files.
-
-    Files, not ``stdout_custom`` callbacks: wasmtime writes WASI output from its own
-    threads, and a Python callback there can run while the interpreter shuts down.
-    After each call the new bytes become ``log`` events (bounded per call).
-    """
-
-    __slots__ = ("flooded", "offsets", "paths")
-
-    def __init__(self) -> None:
-        base = _output_dir() / str(next(_out_ids))
-        self.paths = (f"{base}.out", f"{base}.err")
-        self.offsets = [0, 0]
-        self.flooded = [False, False]
-
-    def tick(self) -> None:
-        """Run by the epoch ticker during a call: a flood is cut (the file becomes sparse)."""
-        for i, path in enumerate(self.paths):
-            with contextlib.suppress(OSError):
-                if os.stat(path).st_size > MAX_OUTPUT_FILE:
-                    os.truncate(path, 0)
-                    self.flooded[i] = True
-
-    def collect(self, state: hostcalls.CallState) -> None:
-        for i, stream in enumerate(("stdout", "stderr")):
-            try:
-                if not self.flooded[i] and os.stat(self.paths[i]).st_size <= self.offsets[i]:
-                    continue  # nothing new (the common case): no open
-                with open(self.paths[i], "rb") as fh:
-                    fh.seek(self.offsets[i])
-                    data = b"" if self.flooded[i] else fh.read(hostcalls.MAX_LOG_BYTES + 1)
-                    self.offsets[i] = fh.seek(0, os.SEEK_END)
-                if self.flooded[i] or self.offsets[i] > MAX_OUTPUT_FILE:
-                    os.truncate(self.paths[i], 0)
-            except OSError:
-                continue
-            if self.flooded[i]:
-                self.flooded[i] = False
-                state.log(stream, f"[more than {MAX_OUTPUT_FILE} bytes of {stream}; dropped]")
-            elif data:
-                state.log(stream, data.decode("utf-8", "replace"))
-
-    def close(self) -> None:
-        for path in self.paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-
-
-def _wasi(preopens: list[tuple[str, bool]], box: OutputBox) -> wasmtime.WasiConfig:
-    wc = wasmtime.WasiConfig()  # no argv, no env, no stdin
-    wc.stdout_file = box.paths[0]
-    wc.stderr_file = box.paths[1]
-    for path, writable in preopens:
-        wc.preopen_dir(path, path, writable)
-    return wc
-
-
-def preopens_for(ctx: CallContext) -> list[tuple[str, bool]]:
-    """Directories to preopen for WASI: the granted ``fs`` directories, as the host sees them.
-
-    Each declared directory is checked with the host API's own ``fs`` decision (so
-    operator grants narrow it too); read-write only when a write there is allowed.
-    Glob grants cannot be expressed as a preopen and are reachable through ``fs_*``
-    imports only. Without the host API nothing is preopened.
-    """
-    perms = getattr(ctx.host, "perms", None)
-    if perms is None:
-        return []
-    out = []
-    for root in perms.fs_roots():
-        if not os.path.isdir(root):
-            continue
-        try:
-            perms.fs_resolve(root, write=False, method="wasi preopen")
-        except SkillyardError:
-            continue
-        try:
-            perms.fs_resolve(root, write=True, method="wasi preopen")
-            writable = True
-        except SkillyardError:
-            writable = False
-        out.append((root, writable))
-    return out
 
 
 def load_skill(path: Path, *, fuel: bool = False, threaded: bool = False) -> Skill:
@@ -505,7 +397,7 @@ class WasmTransport:
                     memory_bytes=memory,
                     fuel=limits.instructions,
                     timeout=ctx.remaining,
-                    preopens=preopens_for(ctx) if skill.compiled.uses_wasi else [],
+                    preopens=wasi.preopens_for(ctx) if skill.compiled.uses_wasi else [],
                 )
             if bound.out is not None:
                 engine.TICKER.watched.add(bound.out)
