@@ -98,6 +98,8 @@ def preopens_for(ctx: CallContext) -> list[tuple[str, bool]]:
     Glob grants cannot be expressed as a preopen and are reachable through ``fs_*``
     imports only. Without the host API nothing is preopened.
     """
+    if not ctx.card.permissions.get("fs"):
+        return []  # nothing declared: no need to build the host API for this call
     perms = getattr(ctx.host, "perms", None)
     if perms is None:
         return []
