@@ -60,3 +60,16 @@ def test_session_run_and_repl_keep_globals(tmp_path):
     assert repl.stdout.splitlines() == ["null", "6", "null", "42"]
     assert "eval:1: bad" in repl.stderr
     assert orjson.loads(run(home, "--json", "session", "list").stdout) == []
+
+
+def test_describe_shows_the_luaskills_help(tmp_path):
+    import shutil
+
+    home = tmp_path / "home"
+    user = home / "skills" / "user"
+    user.mkdir(parents=True)
+    examples = Path(__file__).resolve().parent.parent / "examples" / "skills"
+    shutil.copytree(examples / "lua-notes", user / "lua-notes")
+    out = run(home, "describe", "lua-notes-add")
+    assert out.returncode == 0, out.stderr
+    assert "help [usage]" in out.stdout and "# Notes" in out.stdout

@@ -117,7 +117,7 @@ class Context:
         params = {"call_id": self.call_id, "kind": kind, **data}
         self._server.send({"jsonrpc": "2.0", "method": "event", "params": params})
 
-    def host(self, method: str, **params: Any) -> Any:
+    def host(self, method: str, /, **params: Any) -> Any:
         """Call the host API (``fs.read_text``, ``kv.get``...) and wait for the answer."""
         return self._server.host_call(method, {"call_id": self.call_id, **params})
 

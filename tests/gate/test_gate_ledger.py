@@ -204,3 +204,33 @@ async def _wait_for_entries(rt, n: int) -> bool:
             return True
         await asyncio.sleep(0.005)
     return False
+
+
+def test_the_spool_grows_past_its_size_and_rotates_once_everything_is_committed(tmp_path):
+    from skillyard.gate import journal
+    from skillyard.gate.ledger import Entry
+    from skillyard.store import Store
+
+    spool = journal._Spool(tmp_path / "s.spool", size=64)
+    spool.write(b"x" * 100 + b"\n")  # more than the mapping: it grows
+    assert spool.pos == 101 and (tmp_path / "s.spool").read_bytes()[:101] == b"x" * 100 + b"\n"
+    spool.reset()
+    assert spool.pos == 0 and set((tmp_path / "s.spool").read_bytes()) == {0}
+    spool.close()
+
+    store = Store(tmp_path / "state.db")
+    from skillyard.gate import actions
+
+    actions.migrate(store)
+    j = journal.Journal(store, spool_dir=tmp_path / "spool", interval=3600)
+    big = "y" * 4096
+    for i in range(600):  # ~2.5 MB of intents, each closed by its call entry
+        e = Entry("decided", "p", "t", f"a{i}", None, "v", "allow-raw", {"args": big})
+        j.intent(e)
+        j.add(Entry("call", "p", "t", f"a{i}", None, "v", "allow-raw", {"n": i}), closes=True)
+    assert j.flush() == 600
+    assert j._spool is not None and j._spool.pos == 0  # rotated: all of it is in the ledger
+    j.close()
+    count, problems = ledger.verify(store)
+    assert count == 600 and problems == []
+    store.close()

@@ -279,3 +279,21 @@ def test_the_real_memo_sits_inside_the_gate_and_its_hits_are_recorded(make_rt):
     find(rt).flush()
     results = [e["payload"]["source"] for e in ledger.tail(rt.store, 10) if e["event"] == "call"]
     assert results == ["live", "cache"]
+
+
+def test_resume_of_an_action_whose_executor_died_reports_it_interrupted(make_rt):
+    rt = make_rt()
+    ran = []
+    rt.tool("deploy")(lambda a: ran.append(1))
+    held = run(rt.call("deploy", {})).decision
+    grant(rt, held.action_id)
+    # another process claimed it and died (no pid can be 2**22 + 1: above Linux's pid_max)
+    rt.store.execute(
+        "UPDATE gate_actions SET status='executing', owner='4194305:dead', claimed_at=0"
+        " WHERE action_id=?",
+        (held.action_id,),
+    )
+    with pytest.raises(CallFailed) as err:
+        run(rt.resume(held.action_id, wait_ms=5000))
+    assert err.value.details["kind"] == "internal_error" and ran == []
+    assert actions.get(rt.store, held.action_id).status == "interrupted"

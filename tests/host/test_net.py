@@ -42,6 +42,7 @@ class Handler(BaseHTTPRequestHandler):
             "/to-localhost": (302, b"", {"Location": f"http://localhost:{port}/hello"}),
             "/to-hello": (302, b"", {"Location": "/hello"}),
             "/loop": (302, b"", {"Location": "/loop"}),
+            "/to-file": (302, b"", {"Location": "file:///etc/passwd"}),
         }
         if self.path == "/slow":
             RELEASE.wait(10)
@@ -132,6 +133,25 @@ def test_redirects_are_checked_again(make_probe, server: str) -> None:
     assert "metadata" in p.denied("http.request", url=f"{server}/to-meta")
     assert "not on the allow-list" in p.denied("http.request", url=f"{server}/to-localhost")
     assert p.error("http.request", url=f"{server}/loop")["code"] == "too_many_redirects"
+    assert "scheme 'file'" in p.denied("http.request", url=f"{server}/to-file")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "2130706433",
+        "0x7f.1",
+        "0177.0.0.1",
+        "127.1",
+        "[::ffff:7f00:1]",
+        "[0:0:0:0:0:ffff:127.0.0.1]",
+    ],
+    ids=["decimal", "hex", "octal", "short", "mapped-hex", "mapped-long"],
+)
+def test_odd_spellings_of_loopback_are_refused(make_probe, host: str) -> None:
+    """Classic SSRF bypasses: the allow-list says any host, the address still decides."""
+    p = make_probe({"http": ["*"]})
+    assert "a loopback address" in p.denied("http.request", url=f"http://{host}:9/")
 
 
 def test_hosts_methods_schemes_and_urls(make_probe, server: str) -> None:

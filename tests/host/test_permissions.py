@@ -225,6 +225,16 @@ def test_doctor_shows_the_refused_requirement(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "refused: [user]" in out.stdout and "permissions.http.hosts[0]" in out.stdout
+    (home / "config.toml").write_text("[grants.net]\n[grants.nte]\nenv = []\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "skillyard", "--home", str(home), "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert 'warning: [grants."nte"]' in out.stdout and "matches no skill package" in out.stdout
+    assert '[grants."net"]' not in out.stdout
 
 
 def test_runtime_open_reads_grants_from_config_toml(tmp_path: Path) -> None:
@@ -276,3 +286,34 @@ def test_temp_base_is_a_private_directory(make_probe) -> None:
     assert Path(info["temp_dir"], "scratch", "x.txt").read_text() == "t"
     assert oct(Path(info["temp_dir"]).stat().st_mode & 0o777) == "0o700"
     p.denied("fs.write_text", path=f"{info['temp_dir']}/x.txt", text="t")
+
+
+@pytest.mark.parametrize(
+    "declared,granted,refused",
+    [
+        ({"host": "a.com", "ports": [443]}, {"host": "a.com", "ports": [443, 8443]}, False),
+        ({"host": "a.com"}, {"host": "a.com", "ports": [443]}, True),
+        ({"host": "a.com", "ports": [80]}, {"host": "a.com"}, False),
+        ({"host": "api.a.com"}, {"host": "*.a.com"}, False),
+        ({"host": "*.a.com"}, {"host": "api.a.com"}, True),
+        (
+            {"host": "a.com", "methods": ["GET", "POST"]},
+            {"host": "a.com", "methods": ["GET"]},
+            True,
+        ),
+    ],
+    ids=[
+        "ports-subset",
+        "any-port-vs-one",
+        "grant-any-port",
+        "wildcard-grant",
+        "narrower-grant",
+        "methods",
+    ],
+)
+def test_http_requirement_coverage(declared: dict, granted: dict, refused: bool) -> None:
+    from skillyard.host.grants import Layer, unmet
+
+    d = parse_permissions({"http": [declared]}, file="d")
+    g = parse_permissions({"http": [granted]}, file="g")
+    assert bool(unmet(d, Layer("g", g))) is refused

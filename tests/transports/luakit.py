@@ -11,6 +11,12 @@ from skillyard.errors import HostError, PermissionDenied
 from skillyard.transports.base import CallContext
 
 
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if not isinstance(value, str) else f'"{value}"'
+
+
 def write_lua_package(
     root: Path,
     body: str,
@@ -26,10 +32,10 @@ def write_lua_package(
     lines = ['runtime = "lua"', 'entry = "main.lua"']
     if limits:
         lines.append("[limits]")
-        lines += [f"{k} = {v!r}" for k, v in limits.items()]
+        lines += [f"{k} = {_toml(v)}" for k, v in limits.items()]
     if options:
         lines.append("[options]")
-        lines += [f"{k} = {v!r}" for k, v in options.items()]
+        lines += [f"{k} = {_toml(v)}" for k, v in options.items()]
     lines += ["[[methods]]", 'name = "run"']
     (pkg / "skill.toml").write_text("\n".join(lines) + "\n")
     code = "local M = {}\nfunction M.run(args)\n" + textwrap.indent(textwrap.dedent(body), "  ")

@@ -28,6 +28,7 @@ import pytest
 from skillyard import SyncRuntime
 from skillyard.card import Limits
 from skillyard.errors import InvalidOutput, OutputTooLarge, SkillError, SkillTimeout
+from tests.transports.lua_conformance import LuaConformanceSkills
 
 ECHO_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -168,6 +169,7 @@ SKILLS: dict[str, Skills] = {
     "process-json": ProcessSkills("json", JSON_SCRIPT),
     "wasm": WasmSkills(warm=False),
     "wasm-warm": WasmSkills(warm=True),
+    "lua": LuaConformanceSkills(),
 }
 
 

@@ -12,6 +12,7 @@ from skillyard.errors import (
     OutputTooLarge,
     PermissionDenied,
     SkillError,
+    SkillTimeout,
 )
 from tests.transports.luakit import DictHost, run_lua, write_lua_package
 
@@ -260,6 +261,13 @@ def test_functions_and_invalid_utf8_cannot_be_returned(tmp_path):
         run_lua(tmp_path, "return {f = print}")
     with pytest.raises(SkillError, match="UTF-8"):
         run_lua(tmp_path / "b", "return '\\255\\254'")
+    with pytest.raises(SkillError, match="UTF-8"):
+        run_lua(tmp_path / "c", "return {nested = {'\\255'}}")
+    out = run_lua(
+        tmp_path / "d",
+        "local ok, e = pcall(vulcan.json.encode, {'\\255'}) return {ok = ok, code = e.code}",
+    )
+    assert out == {"ok": False, "code": "invalid_argument"}
 
 
 def test_luaskills_results_content_hint_and_host_result(tmp_path):
@@ -301,3 +309,141 @@ def test_example_notes_package_with_a_test_host(tmp_path):
     assert found["method"] == "embedding"
     assert [h["title"] for h in found["hits"]] == ["Lua in Python"]
     assert summary.content == "summary of 2 notes"
+
+
+def test_concurrent_calls_waiting_on_the_host_use_separate_isolates(tmp_path):
+    import asyncio
+
+    from skillyard import Runtime
+
+    class SlowHost:
+        def __init__(self) -> None:
+            self.waiting = 0
+            self.release = asyncio.Event()
+
+        async def dispatch(self, method, params):
+            self.waiting += 1
+            await self.release.wait()
+            return params["key"].upper()
+
+    write_lua_package(
+        tmp_path,
+        "local v = vulcan.config.get(args.k) return {k = args.k, v = v, seen = seen}",
+        options={"isolation": "warm"},
+    )
+
+    async def main():
+        host = SlowHost()
+        rt = Runtime.memory()
+        rt.host_factory = lambda ctx: host
+        rt.add_package(tmp_path / "probe", root="memory")
+        calls = [asyncio.create_task(rt.call("probe-run", {"k": k})) for k in ("a", "b", "c")]
+        while host.waiting < 3:
+            await asyncio.sleep(0)
+        host.release.set()
+        outs = [r.output for r in await asyncio.gather(*calls)]
+        health = await rt.transport("lua").health()
+        await rt.aclose()
+        return outs, health
+
+    outs, health = asyncio.run(main())
+    assert outs == [{"k": k, "v": k.upper()} for k in ("a", "b", "c")]
+    assert health["isolates"] == 3 and health["pooled"] == 3
+
+
+def test_json_nulls_round_trip_without_holes(tmp_path):
+    args = {"list": [1, None, 3], "nested": {"z": None}, "empty": {}, "text": "héllo ✓"}
+    body = """
+    return {echo = args, len = #args.list, is_null = args.list[2] == vulcan.json.null,
+            decoded = vulcan.json.decode('[null, {"a": null}]'),
+            missing = vulcan.json.decode('null') == nil}
+    """
+    out = run_lua(tmp_path, body, args)
+    assert out == {
+        "echo": args,
+        "len": 3,
+        "is_null": True,
+        "decoded": [None, {"a": None}],
+        "missing": True,
+    }
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_debug_logs_follow_the_package_debug_flag(tmp_path, debug):
+    pkg = tmp_path / "dbg"
+    (pkg / "runtime").mkdir(parents=True)
+    (pkg / "skill.yaml").write_text(
+        f"debug: {str(debug).lower()}\nentries:\n  - {{name: go, lua_entry: runtime/go.lua}}\n"
+    )
+    (pkg / "runtime" / "go.lua").write_text(
+        "return function() vulcan.runtime.log('debug', 'details') "
+        "vulcan.runtime.log('info', 'always') return 1 end"
+    )
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(pkg, root="memory")
+        events = rt.call("dbg-go", {}).events
+    messages = [e["message"] for e in events if e["kind"] == "log"]
+    assert messages == (["details", "always"] if debug else ["always"])
+
+
+def test_log_floods_and_caught_error_loops_are_bounded(tmp_path):
+    body = """
+    for i = 1, 5000 do print('line', i) end
+    for i = 1, 200 do pcall(vulcan.fs.read, '/etc/passwd') end
+    return vulcan.fs.read('/etc/shadow')
+    """
+    write_lua_package(tmp_path, body)
+    events = []
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        with pytest.raises(PermissionDenied, match="shadow"):
+            rt.call("probe-run", {}, sink=events.append)
+    logs = [e for e in events if e["kind"] == "log"]
+    assert len(logs) == 1001
+    assert "dropped" in logs[-1]["message"]
+
+
+def test_thread_option_keeps_the_event_loop_free(tmp_path):
+    import asyncio
+
+    from skillyard import Runtime
+
+    host = DictHost()
+    host.config["k"] = "v"
+    write_lua_package(
+        tmp_path,
+        """
+        local deadline = os.clock() + 0.3
+        local n = 0
+        while os.clock() < deadline do n = n + 1 end
+        return {v = vulcan.config.get('k'), spun = n > 0}
+        """,
+        options={"thread": True, "isolation": "warm"},
+    )
+
+    async def main():
+        rt = Runtime.memory()
+        rt.host_factory = host.factory
+        rt.add_package(tmp_path / "probe", root="memory")
+        ticks = 0
+        call = asyncio.create_task(rt.call("probe-run", {}))
+        while not call.done():
+            ticks += 1
+            await asyncio.sleep(0.01)
+        out = call.result().output
+        await rt.aclose()
+        return out, ticks
+
+    out, ticks = asyncio.run(main())
+    assert out == {"v": "v", "spun": True}
+    assert ticks >= 5  # the loop kept running while Lua spun in its worker thread
+
+
+def test_thread_option_still_enforces_limits(tmp_path):
+    with pytest.raises(SkillTimeout):
+        run_lua(
+            tmp_path,
+            "while true do end",
+            limits={"timeout_sec": 0.3},
+            options={"thread": True},
+        )

@@ -241,7 +241,7 @@ def _checks(runtime: Any) -> list[dict[str, str]]:
                 "ledger records them (see docs/governance.md)",
             }
         )
-    for mw in runtime.middleware:
+    for mw in (*runtime.middleware, getattr(runtime, "host_services", None)):
         check = getattr(mw, "doctor", None)
         if check is not None:
             try:

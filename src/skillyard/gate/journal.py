@@ -2,8 +2,8 @@
 
 A SQLite commit costs 70-120 us on the machines we measure, more than the whole
 budget of a governed in-process call. So an allowed call writes its proposal and
-decision to a per-process spool file before it runs (one ``write(2)``, which
-survives kill -9), and after it runs queues **one** ledger entry, ``call``, that
+decision to a per-process spool file before it runs (a memory-mapped file: a
+memcpy, which survives kill -9), and after it runs queues **one** ledger entry, ``call``, that
 records proposal, decision, execution and result together. A background thread
 commits queued entries into the hash chain in batches (every ``interval``
 seconds), off the call path, so a call never waits for the disk.
@@ -19,6 +19,8 @@ be visible to other processes at once, so they commit directly.
 
 from __future__ import annotations
 
+import itertools
+import mmap
 import os
 import sqlite3
 import threading
@@ -31,15 +33,20 @@ from skillyard.gate import actions, ledger
 from skillyard.gate.ledger import Entry
 from skillyard.store import Store
 
-ROTATE_BYTES = 8 * 1024 * 1024
+ROTATE_BYTES = 2 * 1024 * 1024
 
 
-def _spool_name(instance: str) -> str:
-    return instance.replace(":", "-") + ".spool"
+_journals = itertools.count(1)
+
+
+def _spool_name(instance: str, n: int) -> str:
+    # one file per journal: two runtimes of one process on one home must not share a spool
+    return f"{instance.replace(':', '-')}-{n}.spool"
 
 
 def _instance_of(name: str) -> str:
-    return name[: -len(".spool")].replace("-", ":", 1)
+    pid, rand = name[: -len(".spool")].split("-")[:2]
+    return f"{pid}:{rand}"
 
 
 def _line(e: Entry) -> bytes:
@@ -71,6 +78,39 @@ def _from_line(raw: bytes) -> Entry | None:
     return e
 
 
+class _Spool:
+    """A memory-mapped, append-only file.
+
+    A write is a memcpy, not a system call (an ``write(2)`` append can wait for the file
+    system's journal on a busy disk), and the mapped pages belong to the page cache, so
+    what was written survives kill -9 of this process.
+    """
+
+    def __init__(self, path: Path, size: int = 1 << 22) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self.mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.pos = 0
+
+    def write(self, data: bytes) -> None:
+        end = self.pos + len(data)
+        if end > len(self.mm):
+            self.mm.resize(max(end, 2 * len(self.mm)))
+        self.mm[self.pos : end] = data
+        self.pos = end
+
+    def reset(self) -> None:
+        """Forget everything written (it is all in the ledger now)."""
+        self.mm[: self.pos] = bytes(self.pos)
+        self.pos = 0
+
+    def close(self) -> None:
+        self.mm.close()
+
+
 class Journal:
     """Spools intents, queues ledger entries and commits them from a background thread."""
 
@@ -82,9 +122,8 @@ class Journal:
         self.batch = batch
         self._lock = threading.Lock()
         self._queue: list[Entry] = []
-        self._offset = 0
         self._open = 0  # calls spooled and not yet queued (rotation waits for none)
-        self._fd: int | None = None
+        self._spool: _Spool | None = None
         self._path: Path | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,15 +139,14 @@ class Journal:
             self._conn.execute("PRAGMA synchronous=NORMAL")
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
-            self._path = spool_dir / _spool_name(actions.INSTANCE)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-            self._fd = os.open(self._path, flags, 0o600)
+            self._path = spool_dir / _spool_name(actions.INSTANCE, next(_journals))
+            self._spool = _Spool(self._path)
 
     def intent(self, entry: Entry) -> None:
         """Spool the record of a call about to run (durable before it runs; not queued)."""
         if entry.at is None:
             entry.at = time.time()
-        if self._fd is None:
+        if self._spool is None:
             return
         e = entry  # only recovery reads this line back, so it need not be canonical yet
         data = (
@@ -129,23 +167,21 @@ class Journal:
             + b"\n"
         )
         with self._lock:
-            os.write(self._fd, data)
-            self._offset += len(data)
+            self._spool.write(data)
             self._open += 1
 
     def add(self, entry: Entry, *, spool: bool = False, closes: bool = False) -> None:
         """Queue an entry for the ledger (``spool``: also spool it; ``closes``: ends an intent)."""
         if entry.at is None:
             entry.at = time.time()
-        data = _line(entry) if spool and self._fd is not None else None
+        data = _line(entry) if spool and self._spool is not None else None
         if data is None:
             entry.encode()  # hash-ready now, so the flusher does less under the GIL
         with self._lock:
             if data is not None:
-                os.write(self._fd, data)  # type: ignore[arg-type]
-                self._offset += len(data)
+                self._spool.write(data)  # type: ignore[union-attr]
             self._queue.append(entry)
-            if closes and self._fd is not None:
+            if closes and self._spool is not None:
                 self._open -= 1
             backlog = len(self._queue) >= self.batch
             if self._thread is None:
@@ -197,10 +233,10 @@ class Journal:
 
     def _maybe_rotate(self) -> None:
         with self._lock:
-            if self._fd is None or self._offset < ROTATE_BYTES or self._queue or self._open:
+            spool = self._spool
+            if spool is None or spool.pos < ROTATE_BYTES or self._queue or self._open:
                 return
-            os.ftruncate(self._fd, 0)  # everything spooled is in the ledger now
-            self._offset = 0
+            spool.reset()  # everything spooled is in the ledger now
 
     def close(self) -> None:
         """Stop the flusher, commit what is left and remove the spool file."""
@@ -211,9 +247,9 @@ class Journal:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
             if self._open == 0 and self._path is not None:
                 self._path.unlink(missing_ok=True)
 

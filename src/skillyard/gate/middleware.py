@@ -92,6 +92,7 @@ class Gate:
                 signers=config.policy_signers,
             )
         self.policy_version = self.policy.version if self.policy else "ledger-only"
+        self._decisions: dict[str | None, Decision] = {}
         actions.migrate(self.store)
         spool = (
             None if self.store.path == ":memory:" else Path(self.store.path).parent / "gate-spool"
@@ -238,7 +239,21 @@ class Gate:
     def _with_decision(
         self, result: CallResult, verdict: Verdict | None, action: Action | None
     ) -> CallResult:
-        decision = Decision(
+        if action is None:
+            # Decisions are frozen values: one per allowing rule serves all its calls.
+            key = verdict.rule if verdict is not None else None
+            decision = self._decisions.get(key)
+            if decision is None:
+                decision = self._decisions[key] = self._decision_for(verdict, None)
+        else:
+            decision = self._decision_for(verdict, action)
+        if result.source == "live":
+            result.decision = decision  # built for this call by the executor: not shared
+            return result
+        return dataclasses.replace(result, decision=decision)  # a cache may share its results
+
+    def _decision_for(self, verdict: Verdict | None, action: Action | None) -> Decision:
+        return Decision(
             outcome="allow" if verdict is not None or action is not None else "none",
             phase="completed",
             reason=verdict.reason if verdict else (action.reason or "" if action else ""),
@@ -246,10 +261,6 @@ class Gate:
             action_id=action.action_id if action else None,
             request_id=action.request_id if action else None,
         )
-        if result.source == "live":
-            result.decision = decision  # built for this call by the executor: not shared
-            return result
-        return dataclasses.replace(result, decision=decision)  # a cache may share its results
 
     # -- holds -----------------------------------------------------------------------------
 
@@ -354,6 +365,18 @@ class Gate:
                 continue  # someone else claimed it first: report their outcome
             if status == "executing":
                 # Another resumer is running it; wait for its recorded outcome.
+                if not actions.owner_alive(action.owner):
+                    actions.recover(self.store, ledger_on=self.ledger_on)  # it died: interrupted
+                    continue
+                card = runtime._cards.get(action.tool)
+                limit = (card.limits.timeout_sec if card is not None else 30.0) + 5.0
+                if time.monotonic() > give_up and time.time() - (action.claimed_at or 0) > limit:
+                    raise GateError(
+                        f"{action.tool}: action {action_id!r} is still executing in process "
+                        f"{action.owner} past its time limit; resume it again later",
+                        code="action_executing",
+                        details={"kind": "internal_error", "action_id": action_id},
+                    )
                 await asyncio.sleep(interval)
                 continue
             return self._recorded(action)

@@ -280,6 +280,19 @@ class HostServices:
         declared = parse_permissions(pkg.permissions, file=str(pkg.path / "skill.toml"))
         admit(pkg.id, declared, self.grants, file=str(pkg.path))
 
+    def doctor(self) -> list[dict[str, str]]:
+        """``skillyard doctor`` checks: grant rules that match no package (likely typos)."""
+        import fnmatch
+
+        ids = set(self.runtime.packages) | {p.skill_id for p in self.runtime.problems if p.skill_id}
+        out = []
+        for pattern, layer in self.grants.rules:
+            if not any(fnmatch.fnmatchcase(i, pattern) for i in ids):
+                out.append(
+                    {"level": "warning", "message": f"{layer.source} matches no skill package"}
+                )
+        return out
+
     def host_for(self, ctx: CallContext) -> Host:
         """The ``runtime.host_factory``: a Host bound to one call."""
         return Host(self, ctx)

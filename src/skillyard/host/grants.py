@@ -104,6 +104,13 @@ def _host_covers(grant: str, declared: str) -> bool:
     return grant.startswith("*.") and declared.endswith(grant[1:])
 
 
+def _ports_cover(grant: list[int] | None, declared: list[int] | None) -> bool:
+    """``None`` is any port: a grant of any port covers all, a declared any needs one."""
+    if grant is None:
+        return True
+    return declared is not None and set(declared) <= set(grant)
+
+
 def _fs_covers(grants: list[Mapping[str, Any]], entry: Mapping[str, Any]) -> bool:
     want = entry["path"].rstrip("/") or "/"
     for g in grants:
@@ -138,8 +145,7 @@ def unmet(declared: Mapping[str, Any], layer: Layer) -> list[str]:
                 ok = any(
                     _host_covers(gh["host"], h["host"])
                     and set(h["methods"]) <= set(gh["methods"])
-                    and (gh["ports"] is None or set(h["ports"] or ()) <= set(gh["ports"]))
-                    and bool(h["ports"] or gh["ports"] is None)
+                    and _ports_cover(gh["ports"], h["ports"])
                     for gh in have["hosts"]
                 )
                 if not ok:

@@ -79,6 +79,7 @@ _ENTRY_KEYS = {
     "limits",
     "policy",
     "isolation",
+    "thread",
 }
 _PARAM_KEYS = {"name", "type", "description", "required", "default", "enum", "items"}
 _CONFIG_KEYS = {"name", "key", "type", "default", "required", "sensitive", "description"}
@@ -380,6 +381,7 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
                     e.get("policy") or {}, where=w.file, path=f"{f}.policy", base=policy
                 ),
                 "isolation": isolation,
+                "thread": _flag(e.get("thread"), w, f"{f}.thread", False),
             }
         )
 
@@ -393,6 +395,8 @@ def load(path: Path, *, root: str = "memory") -> SkillPackage:
                 options["debug"] = True
             if p["isolation"]:
                 options["isolation"] = p["isolation"]
+            if p["thread"]:
+                options["thread"] = True
             cards.append(
                 Card(
                     id=skill_id,

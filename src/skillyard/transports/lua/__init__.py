@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from skillyard.errors import (
+    HostError,
     LimitExceeded,
     NotSupported,
     OutputTooLarge,
+    PermissionDenied,
     SkillError,
     SkillTimeout,
     SkillyardError,
@@ -30,7 +32,13 @@ from skillyard.errors import (
 )
 from skillyard.transports.base import CallContext, RawResult
 from skillyard.transports.lua.isolate import MB, ConversionError, Isolate
-from skillyard.transports.lua.vulcan import IDLE, MODULE_RE, CallState, LocalApi
+from skillyard.transports.lua.vulcan import (
+    IDLE,
+    MAX_KEPT_ERRORS,
+    MODULE_RE,
+    CallState,
+    LocalApi,
+)
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -41,10 +49,37 @@ DEFAULT_POOL_SIZE = 4
 HOOK_STEP = 10_000
 MAX_SOURCE_BYTES = 4 * MB
 OVERFLOW_MODES = ("error", "truncate")
+# Host error codes (docs/host-api.md) rebuilt as HostError when the original was not kept.
+HOST_CODES = frozenset(
+    [
+        "invalid_argument",
+        "unknown_method",
+        "not_found",
+        "exists",
+        "not_a_directory",
+        "is_a_directory",
+        "not_empty",
+        "too_large",
+        "decode_error",
+        "io_error",
+        "timeout",
+        "dns_error",
+        "network_error",
+        "too_many_redirects",
+        "exec_failed",
+        "config_missing",
+        "tool_error",
+        "model_unavailable",
+        "provider_error",
+        "budget_exceeded",
+    ]
+)
 _TRUSTED_ROOTS = ("root", "memory")
 
 
-def limit_error(reason: str, *, tool: str, budget: float, timeout: float, memory: int) -> Exception:
+def limit_error(
+    reason: str, *, tool: str, budget: float, timeout: float, memory: int
+) -> SkillyardError:
     """The error for a tripped limit (``instructions``, ``timeout`` or ``memory``)."""
     if reason == "timeout":
         return SkillTimeout(
@@ -75,6 +110,7 @@ class _Plan:
     budget: float
     step: int
     bytecode: bytes | None
+    thread: bool
 
 
 def _timeout(card: Card, ctx: CallContext | None) -> float:
@@ -229,6 +265,7 @@ class LuaTransport:
             budget,
             int(min(HOOK_STEP, budget)),
             bytecode,
+            bool(card.options.get("thread")),
         )
         self._plans[id(card)] = (card, plan)
         return plan
@@ -247,8 +284,18 @@ class LuaTransport:
                 chunk = iso.chunk((plan.rel, bytecode), bytecode, plan.rel)
                 if plan.bytecode is not None:
                     iso.chunks[plan.rel] = chunk
-            values = await self.drive(iso, card, ctx, chunk, plan.fn_key, args, plan=plan)
-            raw = self._result(iso, card, values)
+            if plan.thread:
+                loop = asyncio.get_running_loop()
+                res = await asyncio.to_thread(
+                    self._threaded, loop, iso, card, ctx, chunk, plan, args
+                )
+            else:
+                res = self._start(
+                    iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
+                )
+                if res[0] != "done":
+                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
+            raw = self._result(iso, card, res[2:])
             reusable = True
             return raw
         except SkillError:
@@ -274,60 +321,121 @@ class LuaTransport:
         env: Any = None,
         code: str | None = None,
         deadline: float | None = None,
-        plan: _Plan | None = None,
     ) -> tuple[Any, ...]:
         """Run one call to completion, answering host requests; returns the Lua results."""
-        if plan is not None:
-            budget, step = plan.budget, plan.step
-        else:
-            budget = card.limits.instructions or self.instructions or math.inf
-            step = int(min(HOOK_STEP, budget))
+        budget = card.limits.instructions or self.instructions or math.inf
+        step = int(min(HOOK_STEP, budget))
         if deadline is None:
             assert ctx is not None
             deadline = ctx.deadline
+        res = self._start(iso, card, ctx, chunk, fn_key, args, budget, step, deadline, env, code)
+        if res[0] != "done":
+            res = await self._settle(iso, card, ctx, res, budget, deadline)
+        return res[2:]
+
+    def _start(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        chunk: Any,
+        fn_key: str | None,
+        args: Any,
+        budget: float,
+        step: int,
+        deadline: float,
+        env: Any = None,
+        code: str | None = None,
+    ) -> tuple[Any, ...]:
         try:
             lua_args = iso.to_lua(args)
             if env is not None:
                 assert code is not None
-                res = iso.eval(env, code, lua_args, budget, deadline, step)
-            else:
-                res = iso.start(chunk, fn_key, lua_args, budget, deadline, step)
-            while True:
-                status = res[0]
-                if status == "done":
-                    return res[2:]
-                if status == "host":
-                    res = await self._host(iso, card, ctx, res[1], res[2], deadline)
-                    continue
-                if status == "limit":
-                    iso.dead = True
-                    raise limit_error(
-                        str(res[1]),
-                        tool=card.name,
-                        budget=budget,
-                        timeout=_timeout(card, ctx),
-                        memory=iso.memory_limit,
-                    )
-                raise self._error(iso, card, res[1])
-        except self._lua_memory_error as exc:
+                return iso.eval(env, code, lua_args, budget, deadline, step)
+            return iso.start(chunk, fn_key, lua_args, budget, deadline, step)
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, budget, exc) from exc
+
+    async def _settle(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        res: tuple[Any, ...],
+        budget: float,
+        deadline: float,
+    ) -> tuple[Any, ...]:
+        """Answer host requests until the call is done; raise what a failure calls for."""
+        try:
+            while res[0] == "host":
+                res = await self._host(iso, card, ctx, res[1], res[2], deadline)
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, budget, exc) from exc
+        return self._check(iso, card, ctx, res, budget)
+
+    def _check(
+        self, iso: Isolate, card: Card, ctx: CallContext | None, res: tuple[Any, ...], budget: float
+    ) -> tuple[Any, ...]:
+        """``res`` if the call is done; otherwise raise the error its status calls for."""
+        status = res[0]
+        if status == "done":
+            return res
+        if status == "limit":
             iso.dead = True
             raise limit_error(
+                str(res[1]),
+                tool=card.name,
+                budget=budget,
+                timeout=_timeout(card, ctx),
+                memory=iso.memory_limit,
+            )
+        raise self._error(iso, card, res[1])
+
+    def _threaded(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext,
+        chunk: Any,
+        plan: _Plan,
+        args: Any,
+    ) -> tuple[Any, ...]:
+        """A whole call in a worker thread (``options.thread``); host calls hop to the loop."""
+        res = self._start(
+            iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
+        )
+        try:
+            while res[0] == "host":
+                answer = asyncio.run_coroutine_threadsafe(
+                    self._answer(iso, card, ctx, res[1], res[2], ctx.deadline), loop
+                ).result()
+                res = iso.resume(*answer)
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
+        return self._check(iso, card, ctx, res, plan.budget)
+
+    def _translate(
+        self, iso: Isolate, card: Card, ctx: CallContext | None, budget: float, exc: Exception
+    ) -> SkillyardError:
+        if isinstance(exc, self._lua_memory_error):
+            iso.dead = True
+            return limit_error(
                 "memory",
                 tool=card.name,
                 budget=budget,
                 timeout=_timeout(card, ctx),
                 memory=iso.memory_limit,
-            ) from exc
-        except self._lua_error as exc:
-            iso.dead = True
-            raise TransportError(f"{card.name}: the Lua VM failed: {exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise SkillError(
+            )
+        if isinstance(exc, UnicodeDecodeError):
+            return SkillError(
                 f"{card.name}: the skill produced a string that is not valid UTF-8; "
                 "JSON carries text only (encode bytes as base64)"
-            ) from exc
-        except ConversionError as exc:
-            raise SkillError(f"{card.name}: {exc}") from exc
+            )
+        if isinstance(exc, ConversionError):
+            return SkillError(f"{card.name}: {exc}")
+        iso.dead = True
+        return TransportError(f"{card.name}: the Lua VM failed: {exc}")
 
     async def _host(
         self,
@@ -338,14 +446,24 @@ class LuaTransport:
         params: Any,
         deadline: float,
     ) -> tuple[Any, ...]:
+        return iso.resume(*await self._answer(iso, card, ctx, method, params, deadline))
+
+    async def _answer(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        method: Any,
+        params: Any,
+        deadline: float,
+    ) -> tuple[Any, ...]:
+        """Await one host request; returns the arguments for ``Isolate.resume``."""
         import time
 
         api: LocalApi = iso.current
         try:
             py_params = iso.to_py(params) if params is not None else {}
             if ctx is None:
-                from skillyard.errors import PermissionDenied
-
                 raise PermissionDenied(
                     f"host call {method!r} denied: runtime sessions have no skill identity"
                 )
@@ -360,12 +478,19 @@ class LuaTransport:
                 f"{card.name}: timed out after {card.limits.timeout_sec:g}s waiting for host "
                 f"call {method!r}"
             ) from exc
-        except (SkillyardError, ConversionError) as exc:
-            api.state.errors.append(exc)
+        except (SkillyardError, ConversionError, UnicodeDecodeError) as exc:
+            errors = api.state.errors
+            if len(errors) < MAX_KEPT_ERRORS:  # a skill catching errors in a loop keeps none
+                errors.append(exc)
             code = exc.code if isinstance(exc, SkillyardError) else "invalid_argument"
-            message = exc.message if isinstance(exc, SkillyardError) else str(exc)
-            return iso.resume(False, None, code, message, len(api.state.errors))
-        return iso.resume(True, iso.to_lua(value))
+            message = (
+                exc.message
+                if isinstance(exc, SkillyardError)
+                else f"vulcan: host call {method!r}: parameters are not JSON text ({exc})"
+            )
+            error_id = len(errors) if errors and errors[-1] is exc else None
+            return (False, None, code, message, error_id)
+        return (True, iso.to_lua(value))
 
     def _error(self, iso: Isolate, card: Card, err: Any) -> BaseException:
         code, message, error_id = iso.describe(err)
@@ -376,6 +501,10 @@ class LuaTransport:
                 return errors[error_id - 1]
         if code == "not_supported":
             return NotSupported(f"{card.name}: {message}", code="not_supported")
+        if code == "permission_denied":
+            return PermissionDenied(message)
+        if code in HOST_CODES:
+            return HostError(message, code=code)
         if code == "entry":
             return SkillError(f"{card.name}: {card.operation}: {message}")
         return SkillError(f"{card.name}: {message}")
@@ -384,8 +513,8 @@ class LuaTransport:
         if len(values) == 1 and type(values[0]) is not str:
             try:
                 output = iso.to_py(values[0])
-            except ConversionError as exc:
-                raise SkillError(f"{card.name}: cannot return this value: {exc}") from exc
+            except (ConversionError, UnicodeDecodeError) as exc:
+                raise self._translate(iso, card, None, 0, exc) from exc
             size = len(orjson.dumps(output))
             if size > card.limits.max_output_bytes:
                 raise OutputTooLarge(
@@ -405,8 +534,8 @@ class LuaTransport:
         try:
             text = content if isinstance(content, str) else None
             output = iso.to_py(host_result) if host_result is not None else iso.to_py(content)
-        except ConversionError as exc:
-            raise SkillError(f"{card.name}: cannot return this value: {exc}") from exc
+        except (ConversionError, UnicodeDecodeError) as exc:
+            raise self._translate(iso, card, None, 0, exc) from exc
         if text is not None and len(text.encode()) > limit:
             if overflow != "truncate":
                 raise OutputTooLarge(

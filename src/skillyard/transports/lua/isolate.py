@@ -21,15 +21,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from skillyard.transports.lua.harness import ENGINE, HARNESS, VULCAN
+from skillyard.transports.lua.harness import HARNESS
+from skillyard.transports.lua.patterns import ENGINE
 
 MB = 1024 * 1024
 # Above this estimated number of matcher steps a pattern call runs in the hooked Lua engine.
 PATTERN_LIMIT = 20_000_000
 MAX_DEPTH = 100
+_ENGINE_BYTES = ENGINE.encode()  # encoded once, not per isolate
 API_NAMES = ("json_encode", "json_decode", "path", "log", "context", "module")
 _SCALARS = (str, int, bool)
 _NESTED = frozenset((dict, list, tuple))
+NULL_KEY = "\0skillyard.null"
 
 
 class ConversionError(ValueError):
@@ -43,6 +46,8 @@ def harness_bytecode() -> tuple[bytes, bytes]:
     """The harness and the vulcan table compiled once per process (isolates load bytecode)."""
     if not _BYTECODE:
         import lupa.lua54 as lupa
+
+        from skillyard.transports.lua.vulcan import VULCAN
 
         compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
         dump = compiler.eval(
@@ -74,6 +79,7 @@ class Isolate:
         "lua",
         "lua_type",
         "memory_limit",
+        "null",
         "table_from",
     )
 
@@ -94,7 +100,7 @@ class Isolate:
         harness = self.lua.execute(
             core,
             time.monotonic,
-            ENGINE,
+            _ENGINE_BYTES,
             memory_limit,
             PATTERN_LIMIT,
             vulcan,
@@ -105,6 +111,7 @@ class Isolate:
         self._h_resume = harness.resume
         self._h_describe = harness.describe
         self._h_eval = harness.eval
+        self.null = harness.null
         self.lua.set_max_memory(memory_limit, total=False)
         self.chunks: dict[Any, Any] = {}
         self.current: Any = None
@@ -169,14 +176,27 @@ class Isolate:
     # -- conversions -----------------------------------------------------------------------
 
     def to_lua(self, value: Any) -> Any:
-        """A JSON value as a Lua value (dicts and lists become tables)."""
+        """A JSON value as a Lua value: dicts and lists become tables, nested nulls the
+        ``vulcan.json.null`` marker (a nil would leave holes), a top-level null nil."""
         if type(value) is dict:
             for v in value.values():
-                if type(v) in _NESTED:
-                    return self.table_from(value, recursive=True)
+                if v is None or type(v) in _NESTED:
+                    return self.table_from(self._with_nulls(value, 0), recursive=True)
             return self.table_from(value)
         if isinstance(value, dict | list | tuple):
-            return self.table_from(value, recursive=True)
+            return self.table_from(self._with_nulls(value, 0), recursive=True)
+        return value  # a top-level null is nil: host calls that find nothing return nil
+
+    def _with_nulls(self, value: Any, depth: int) -> Any:
+        """``value`` with every ``None`` replaced by the Lua null marker."""
+        if depth > MAX_DEPTH:
+            raise ConversionError(f"arguments nested deeper than {MAX_DEPTH} levels")
+        if value is None:
+            return self.null
+        if isinstance(value, dict):
+            return {k: self._with_nulls(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._with_nulls(v, depth + 1) for v in value]
         return value
 
     def to_py(self, value: Any, depth: int = 0) -> Any:
@@ -196,7 +216,7 @@ class Isolate:
             if type(k) is not str or type(v) not in _SCALARS:
                 break
         else:
-            return fast
+            return None if NULL_KEY in fast else fast
         if depth >= MAX_DEPTH:
             raise ConversionError(f"tables nested deeper than {MAX_DEPTH} levels (or a cycle)")
         out: dict[Any, Any] = {}

@@ -25,12 +25,14 @@ if TYPE_CHECKING:
 
 MODULE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 MAX_LOG_CHARS = 8192
+MAX_LOG_LINES = 1000
+MAX_KEPT_ERRORS = 64
 
 
 class CallState:
     """What the local helpers of one isolate need to know about the call in flight."""
 
-    __slots__ = ("card", "ctx", "errors", "logs", "modules")
+    __slots__ = ("card", "ctx", "errors", "logged", "logs", "modules")
 
     def __init__(
         self,
@@ -44,6 +46,7 @@ class CallState:
         self.modules = modules
         self.logs = logs
         self.errors: list[BaseException] = []
+        self.logged = 0
 
 
 IDLE = CallState()
@@ -123,8 +126,17 @@ class LocalApi:
     # -- log, context, require ---------------------------------------------------------
 
     def log(self, level: Any, message: Any) -> tuple[Any, ...]:
-        event = {"level": str(level)[:16], "message": str(message)[:MAX_LOG_CHARS]}
         state = self.state
+        card = state.card
+        if level == "debug" and not (card is not None and card.options.get("debug")):
+            return _ok(None)  # debug lines only for packages with `debug: true`
+        state.logged += 1
+        if state.logged > MAX_LOG_LINES:
+            if state.logged == MAX_LOG_LINES + 1:
+                level, message = "warning", f"more than {MAX_LOG_LINES} log lines; the rest dropped"
+            else:
+                return _ok(None)
+        event = {"level": str(level)[:16], "message": str(message)[:MAX_LOG_CHARS]}
         if state.ctx is not None:
             state.ctx.emit("log", **event)
         elif state.logs is not None:
@@ -162,4 +174,133 @@ class LocalApi:
         return True, code, "@" + chunkname
 
 
-__all__ = ["CallState", "LocalApi"]
+# The Lua half: the ``vulcan`` table itself, compiled once and loaded into an isolate the
+# first time a skill touches ``vulcan``. Host functions yield to the transport (HOSTREQ);
+# the local ones call the LocalApi methods above.
+VULCAN = r"""
+local PY, HOSTREQ, FROZEN, readonly, mkerr, get_ctx, log, co_yield, co_isyieldable, NULL = ...
+local function after_host(ok, v, code, message, id)
+  if ok then return v end
+  error(mkerr(code, message, id), 0)
+end
+local function host(name, method, params)
+  if not co_isyieldable() then
+    error(mkerr("not_supported", "vulcan." .. name .. " cannot be called from inside a C "
+      .. "callback (string.gsub, table.sort, a __tostring metamethod); call it outside"), 2)
+  end
+  return after_host(co_yield(HOSTREQ, method, params))
+end
+local function after_local(ok, v, message)
+  if ok then return v end
+  error(mkerr(v, message), 0)
+end
+local function names(...)
+  local list, n = {...}, select("#", ...)
+  return function(...)
+    local t = {}
+    for i = 1, n do t[list[i]] = (select(i, ...)) end
+    return t
+  end
+end
+local function hostfn(name, method, params)
+  return function(...) return host(name, method, params(...)) end
+end
+local function localfn(name)
+  local f = PY[name]
+  return function(...) return after_local(f(...)) end
+end
+local NS = {
+  config = {get = {"config.get", names("key")}, has = {"config.has", names("key")},
+            set = {"config.set", names("key", "value")}, delete = {"config.delete", names("key")},
+            list = {"config.list", names()}},
+  fs = {read = {"fs.read_text", names("path")}, read_text = {"fs.read_text", names("path", "encoding")},
+        read_bytes = {"fs.read_bytes", names("path")},
+        write = {"fs.write_text", names("path", "text")},
+        write_text = {"fs.write_text", names("path", "text", "append")},
+        append = {"fs.write_text", function(path, text) return {path = path, text = text, append = true} end},
+        write_bytes = {"fs.write_bytes", names("path", "data_b64")},
+        list = {"fs.list", names("path")}, stat = {"fs.stat", names("path")},
+        exists = {"fs.exists", names("path")}, mkdir = {"fs.mkdir", names("path", "parents")},
+        remove = {"fs.remove", names("path", "recursive")}, rename = {"fs.rename", names("src", "dst")},
+        copy = {"fs.copy", names("src", "dst")}, glob = {"fs.glob", names("pattern", "root")},
+        grep = {"fs.grep", names("pattern", "path", "glob", "max_matches")}},
+  cache = {put = {"cache.put", names("key", "value", "ttl_sec")}, get = {"cache.get", names("key")},
+           delete = {"cache.delete", names("key")}},
+  models = {status = {"models.status", names()}, embed = {"models.embed", names("text")},
+            llm = {"models.llm", names("system", "user", "options")}},
+  host = {list = {"tools.list", names()}, has = {"tools.has", names("name")},
+          call = {"tools.call", names("name", "args")}},
+}
+local function unsupported(full)
+  return function()
+    error(mkerr("not_supported", full .. " is not supported by skillyard"), 2)
+  end
+end
+local function namespace(prefix, fns)
+  local proxy = setmetatable({}, {
+    __index = function(_, k)
+      local f = fns[k]
+      if f ~= nil then return f end
+      if type(k) ~= "string" then return nil end
+      return unsupported(prefix .. "." .. k)
+    end,
+    __newindex = readonly,
+    __call = function()
+      error(mkerr("not_supported", prefix .. " is not supported by skillyard"), 2)
+    end,
+    __pairs = function() return next, fns, nil end,
+    __metatable = false,
+  })
+  FROZEN[proxy] = true
+  return proxy
+end
+local VNS = {}
+for ns, spec in pairs(NS) do
+  local fns = {}
+  for fname, s in pairs(spec) do fns[fname] = hostfn(ns .. "." .. fname, s[1], s[2]) end
+  VNS[ns] = fns
+end
+VNS.models.has = function(kind)
+  local status = host("models.has", "models.status", {})
+  return type(status) == "table" and status[kind] == true
+end
+VNS.json = {encode = localfn("json_encode"), decode = localfn("json_decode"), null = NULL}
+VNS.path = {}
+for _, f in ipairs({"join", "basename", "dirname", "extname", "normalize", "is_absolute",
+                    "split", "stem"}) do
+  local py = PY.path
+  VNS.path[f] = function(...) return after_local(py(f, ...)) end
+end
+VNS.runtime = {}
+for _, f in ipairs({"cwd", "temp_dir", "resources_dir", "workspace"}) do
+  VNS.runtime[f] = function() return host("runtime." .. f, "runtime.info", {})[f] end
+end
+VNS.runtime.skill_dir = VNS.runtime.cwd
+VNS.runtime.info = function() return host("runtime.info", "runtime.info", {}) end
+VNS.runtime.log = log
+local VCALL = hostfn("call", "invoke", names("tool", "args"))
+local PROXIES = {}
+for ns, fns in pairs(VNS) do PROXIES[ns] = namespace("vulcan." .. ns, fns) end
+local VULCAN = setmetatable({}, {
+  __index = function(_, k)
+    if k == "context" then return get_ctx() end
+    if k == "call" then return VCALL end
+    local p = PROXIES[k]
+    if p ~= nil then return p end
+    if type(k) ~= "string" then return nil end
+    return namespace("vulcan." .. k, {})
+  end,
+  __newindex = readonly,
+  __pairs = function()
+    local all = {call = VCALL}
+    for ns, p in pairs(PROXIES) do all[ns] = p end
+    return next, all, nil
+  end,
+  __metatable = false,
+})
+FROZEN[VULCAN] = true
+return VULCAN
+"""
+
+
+__all__ = ["VULCAN", "CallState", "LocalApi"]
