@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -102,14 +103,6 @@ def _floor() -> Any:
     return once, keep
 
 
-class _Host:
-    def __init__(self, tool: str) -> None:
-        self.tool = tool
-
-    async def dispatch(self, method: str, params: dict[str, Any]) -> Any:
-        return "/home/bench"
-
-
 def run(report: Report) -> None:
     from skillyard import Runtime
 
@@ -123,14 +116,16 @@ def run(report: Report) -> None:
             pkg.mkdir()
             shutil.copy(GUESTS / "echo.wasm", pkg / "skill.wasm")
             (pkg / "skill.toml").write_text(f'runtime = "wasm"\nentry = "skill.wasm"\n{opts}')
-        threaded = tmp / "hosty"
-        threaded.mkdir()
-        shutil.copy(GUESTS / "testskill.wasm", threaded / "skill.wasm")
-        (threaded / "skill.toml").write_text('runtime = "wasm"\nentry = "skill.wasm"\n')
+        for name, opts in (("hosty", ""), ("threaded", "[options]\nthread = true\n")):
+            pkg = tmp / name
+            pkg.mkdir()
+            shutil.copy(GUESTS / "testskill.wasm", pkg / "skill.wasm")
+            (pkg / "skill.toml").write_text(
+                f'runtime = "wasm"\nentry = "skill.wasm"\n[permissions]\nenv = ["HOME"]\n{opts}'
+            )
 
         loop = asyncio.new_event_loop()
         rt = Runtime.memory(roots={"project": [tmp]})
-        rt.host_factory = lambda ctx: _Host(ctx.tool)
         try:
             _bench_runtime(report, loop, rt, floor)
         finally:
@@ -205,26 +200,49 @@ def _bench_runtime(report: Report, loop: asyncio.AbstractEventLoop, rt: Any, flo
         note="the default isolation (anchor: new Store+Instance 20 us)",
     )
 
-    async def worker_thread() -> Any:
-        return (await rt.call("hosty-echo", ARGS)).output
+    inline_name = "wasm inline, WASI module, fresh store: Runtime.call"
+    thread_name = "wasm worker thread ([options] thread), fresh store: Runtime.call"
+    for name, tool, note in (
+        (inline_name, "hosty-echo", "the C guest with WASI stdio: WASI context per store"),
+        (thread_name, "threaded-echo", "the same plus the asyncio.to_thread hop"),
+    ):
 
-    assert loop.run_until_complete(worker_thread()) == ARGS
-    report.add(
-        GROUP,
-        "wasm on a worker thread (module with host imports)",
-        time_async(loop, worker_thread, n=report.scale(5_000), batch=10),
-        floor=floor_name,
-        note="fresh store + asyncio.to_thread hop",
-    )
+        async def one(tool: str = tool) -> Any:
+            return (await rt.call(tool, ARGS)).output
 
-    async def host_import() -> Any:
-        return (await rt.call("hosty-env", {"name": "HOME"})).output
+        assert loop.run_until_complete(one()) == ARGS
+        report.add(
+            GROUP,
+            name,
+            time_async(loop, one, n=report.scale(5_000), batch=10),
+            floor=floor_name,
+            note=note,
+        )
 
-    assert loop.run_until_complete(host_import()) == {"value": "/home/bench"}
-    report.add(
-        GROUP,
-        "wasm host import -> await ctx.host.dispatch",
-        time_async(loop, host_import, n=report.scale(5_000), batch=10),
-        floor="wasm on a worker thread (module with host imports)",
-        note="one env_get import bridged to the event loop (run_coroutine_threadsafe)",
-    )
+    home = os.environ.get("HOME")
+    for name, tool, floor_row, note in (
+        (
+            "wasm host import env_get inline (call_sync)",
+            "hosty-env",
+            inline_name,
+            "one import answered on the loop thread by the host API",
+        ),
+        (
+            "wasm host import env_get from a worker thread",
+            "threaded-env",
+            thread_name,
+            "one import crossing to the host API from the worker thread",
+        ),
+    ):
+
+        async def imp(tool: str = tool) -> Any:
+            return (await rt.call(tool, {"name": "HOME"})).output
+
+        assert loop.run_until_complete(imp()) == {"value": home}
+        report.add(
+            GROUP,
+            name,
+            time_async(loop, imp, n=report.scale(5_000), batch=10),
+            floor=floor_row,
+            note=note,
+        )

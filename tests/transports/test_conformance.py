@@ -151,10 +151,24 @@ class ProcessSkills:
         rt.runtime.add_package(pkg)
 
 
+class WasmSkills:
+    """The five tools as a C guest (tests/transports/wasm_guests/conf.c)."""
+
+    def __init__(self, *, warm: bool) -> None:
+        from tests.transports.wasm_support import WasmConformanceSkills
+
+        self.skills = WasmConformanceSkills(warm=warm)
+
+    def install(self, rt: SyncRuntime, tmp_path: Path) -> None:
+        self.skills.install(rt, tmp_path, ECHO_SCHEMA)
+
+
 SKILLS: dict[str, Skills] = {
     "python": PythonSkills(),
     "process-worker": ProcessSkills("worker", WORKER_SCRIPT),
     "process-json": ProcessSkills("json", JSON_SCRIPT),
+    "wasm": WasmSkills(warm=False),
+    "wasm-warm": WasmSkills(warm=True),
     "lua": LuaConformanceSkills(),
 }
 

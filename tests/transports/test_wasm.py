@@ -434,3 +434,34 @@ def test_concurrent_calls_on_worker_threads_keep_one_state_sequence(rt, tmp_path
         return sorted(r.output["count"] for r in results)
 
     assert rt.run(many()) == list(range(1, 9))
+
+
+def test_stdout_flood_is_bounded(rt, tmp_path):
+    from skillyard.transports.wasm import wasi
+
+    resp = response({"ok": True})
+    flood = f"""
+    (i32.store (i32.const 32768) (i32.const 40000))
+    (i32.store (i32.const 32772) (i32.const 16384))
+    (local.set $i (i32.const 0))
+    (loop $l
+      (drop (call $fd_write (i32.const 1) (i32.const 32768) (i32.const 1) (i32.const 32776)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 640))))
+    (i64.or (i64.shl (i64.const 8192) (i64.const 32)) (i64.const {len(resp)}))
+    """
+    tool = _hostile(
+        rt,
+        tmp_path,
+        "chatty",
+        resp=resp,
+        imports='(import "wasi_snapshot_preview1" "fd_write" '
+        "(func $fd_write (param i32 i32 i32 i32) (result i32)))",
+        handle=flood,
+        locals="(local $i i32)",
+    )
+    result = rt.call(tool)  # 10 MiB of stdout
+    assert result.output == {"ok": True}
+    logged = sum(len(e["message"]) for e in result.events if e["kind"] == "log")
+    assert 0 < logged <= 64 * 1024 + 100
+    assert not list(wasi.output_dir().glob("*.out"))  # a fresh store's files are gone

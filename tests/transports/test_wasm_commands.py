@@ -252,7 +252,7 @@ def test_schedule_calls_the_method_later(rt):
     deadline = time.monotonic() + 5
     while not runner.scheduled_results and time.monotonic() < deadline:
         rt.run(__import__("asyncio").sleep(0.01))
-    assert runner.scheduled_results == [{"tool": "testskill-count", "output": {"count": 1}}]
+    assert list(runner.scheduled_results) == [{"tool": "testskill-count", "output": {"count": 1}}]
     assert ("testskill-count", None) in rt.recorder.seen
 
 
@@ -372,3 +372,43 @@ def test_wasi_sees_nothing_without_the_host_api(tmp_path):
         rt.runtime.add_package(pkg)
         with pytest.raises(SkillError, match="cannot open"):
             rt.call("files-wasi_read", {"path": str((pkg / "ro" / "in.txt").resolve())})
+
+
+def test_http_get_reaches_a_loopback_server_through_the_host_api(tmp_path):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = f"you asked for {self.path}".encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        guest = relay_guest("http_get", {"url": f"http://127.0.0.1:{port}/hello"})
+        toml = '[permissions.http]\nhosts = ["127.0.0.1"]\nallow_loopback = true\n'
+        with SyncRuntime.memory() as rt:
+            rt.runtime.add_package(make_pkg(tmp_path, "fetcher", guest, toml))
+            out = rt.call("fetcher-run").output
+            assert out["status"] == 200 and out["body"] == "you asked for /hello"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_wasi_guest_sees_no_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("WASM_TEST_TOKEN", "secret")
+    toml = '[permissions]\nenv = ["WASM_TEST_TOKEN", "HOME", "PATH"]\n'
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(make_pkg(tmp_path, "envless", TESTSKILL, toml))
+        assert rt.call("envless-wasi_env").output == {"count": 0, "home": False, "path": False}

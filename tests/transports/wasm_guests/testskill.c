@@ -32,7 +32,7 @@ void skill_on_describe(sk_writer *w) {
     sk_w_cstr(w, "description");
     sk_w_cstr(w, "Test guest for the WASM transport");
     sk_w_cstr(w, "methods");
-    sk_w_array(w, 11);
+    sk_w_array(w, 12);
     /* echo declares one parameter so the card gets a schema */
     sk_w_map(w, 3);
     sk_w_cstr(w, "name");
@@ -58,6 +58,7 @@ void skill_on_describe(sk_writer *w) {
     method(w, "fail", "Report an error", 0);
     method(w, "wasi_read", "Read a file with WASI fopen", 0);
     method(w, "wasi_write", "Write a file with WASI fopen", 0);
+    method(w, "wasi_env", "Count the WASI environment and look for HOME and PATH", 0);
 }
 
 /* Copies the string argument `key` into buf (NUL-terminated); 0 when missing. */
@@ -218,6 +219,17 @@ void skill_on_call(const sk_request *req, sk_response *res) {
         wasi_file(req, res, 0);
     } else if (sk_method_is(req, "wasi_write")) {
         wasi_file(req, res, 1);
+    } else if (sk_method_is(req, "wasi_env")) {
+        extern char **environ;
+        int64_t n = 0;
+        for (char **e = environ; e && *e; e++) n++;
+        sk_w_map(&res->payload, 3);
+        sk_w_cstr(&res->payload, "count");
+        sk_w_int(&res->payload, n);
+        sk_w_cstr(&res->payload, "home");
+        sk_w_bool(&res->payload, getenv("HOME") != 0);
+        sk_w_cstr(&res->payload, "path");
+        sk_w_bool(&res->payload, getenv("PATH") != 0);
     } else if (sk_method_is(req, "fail")) {
         sk_fail(res, "asked to fail");
     } else {

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +69,8 @@ class CommandRunner:
         self.transport = transport
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handles: set[asyncio.TimerHandle] = set()
-        self.scheduled_results: list[dict[str, Any]] = []
+        # The latest outcomes of scheduled calls (for health and tests), bounded.
+        self.scheduled_results: deque[dict[str, Any]] = deque(maxlen=100)
         rt = transport.runtime
         if rt is not None:
             rt.store.migrate("wasm_subscriptions", _SUBS_SQL)

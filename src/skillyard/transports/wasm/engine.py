@@ -66,6 +66,7 @@ class _Ticker:
         self._wake = threading.Event()
         self._engines: list[wasmtime.Engine] = []
         self._thread: threading.Thread | None = None
+        self.watched: set[Any] = set()  # objects with .tick(), checked every tick (output caps)
 
     def add_engine(self, engine: wasmtime.Engine) -> None:
         with self._lock:
@@ -92,6 +93,8 @@ class _Ticker:
             time.sleep(TICK_SEC)
             for engine in tuple(self._engines):
                 engine.increment_epoch()
+            for item in tuple(self.watched):
+                item.tick()
             with self._lock:
                 if self._active <= 0:
                     self._wake.clear()
@@ -144,9 +147,14 @@ def cache_dir() -> Path:
             raise PermissionError(f"{base} is writable by others")
     except OSError:
         # Deserialising a compiled module runs its code: never trust a shared directory.
-        base = Path(tempfile.mkdtemp(prefix="skillyard-wasm-"))
-        os.environ["SKILLYARD_WASM_CACHE"] = str(base)
+        global _private_fallback
+        if _private_fallback is None:
+            _private_fallback = Path(tempfile.mkdtemp(prefix="skillyard-wasm-"))
+        base = _private_fallback
     return base
+
+
+_private_fallback: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +337,25 @@ def _export(ctx: Any, instance: Any, name: str, kind: int) -> Any:
     return ext.of.func if kind == _EXTERN_FUNC else ext.of.memory
 
 
+def memory_view(ctx: Any, memory: wasmtime.Memory) -> tuple[int, int]:
+    """(base address, size) of a linear memory, for raw copies inside host imports."""
+    ref = _byref(memory._memory)
+    return ctypes.addressof(_mem_data(ctx, ref).contents), int(_mem_size(ctx, ref))
+
+
+def call_alloc(ctx: Any, func: wasmtime.Func, n: int) -> int:
+    """``skill_alloc(n)`` from inside a host import, through the C API (GuestFault on a trap)."""
+    params = (_b.wasmtime_val_t * 1)()
+    params[0].kind = _I32  # type: ignore[assignment]
+    params[0].of.i32 = n
+    results = (_b.wasmtime_val_t * 1)()
+    trap = ctypes.POINTER(_b.wasm_trap_t)()
+    err = _call(ctx, _byref(func._func), params, 1, results, 1, _byref(trap))
+    if err or trap:
+        raise classify(err, trap)
+    return int(results[0].of.i32) & 0xFFFFFFFF
+
+
 class Bound:
     """One instance's ABI exports, callable without wasmtime-py's generic machinery.
 
@@ -355,7 +382,14 @@ class Bound:
         "store",
     )
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        instance: wasmtime.Instance,
+        *,
+        has_init: bool = True,
+        for_describe: bool = True,
+    ) -> None:
         ctx = store._context()
         inst = instance._instance
         mem = _export(ctx, inst, "memory", _EXTERN_MEMORY)
@@ -414,16 +448,17 @@ class Bound:
             if err or trap:
                 raise classify(err, trap)
 
-        fd, pd, rd, _ = prep("skill_describe", 0, 1)
-        rd0 = rd[0].of
+        fd, pd, rd, _ = prep("skill_describe", 0, 1) if for_describe else (None, None, [], None)
 
         def describe() -> int:
+            if fd is None:
+                raise GuestFault("abi", "skill_describe was not bound for this instance")
             err = _call(ctx, fd, pd, 0, rd, 1, trapref)
             if err or trap:
                 raise classify(err, trap)
-            return rd0.i64 & 0xFFFFFFFFFFFFFFFF
+            return int(rd[0].of.i64) & 0xFFFFFFFFFFFFFFFF
 
-        fi, pi, ri, _ = prep("_initialize", 0, 0)
+        fi, pi, ri, _ = prep("_initialize", 0, 0) if has_init else (None,) * 4
 
         def init() -> None:
             """Run the WASI reactor initialiser when the module has one."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import os
 import platform
 import shlex
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import wasmtime
 
 from skillyard.errors import NotSupported, SkillyardError
-from skillyard.transports.wasm import abi
+from skillyard.transports.wasm import abi, engine
 
 if TYPE_CHECKING:
     from skillyard.transports.base import CallContext
@@ -243,7 +244,7 @@ class CallState:
         """Run one host API method for the guest, from this (synchronous) thread."""
         ctx, loop = self.ctx, self.loop
         if ctx is None:
-            raise abi.AbiViolation("host API calls are not available inside skill_describe()")
+            raise NotSupported(f"{method}: the host API is not available inside skill_describe()")
         self.host_calls += 1
         host = ctx.host
         call_sync = getattr(host, "call_sync", None)
@@ -340,7 +341,8 @@ def make_import(name: str) -> Callable[..., int]:
             alloc = caller.get("skill_alloc")
             if not isinstance(mem, wasmtime.Memory) or not isinstance(alloc, wasmtime.Func):
                 raise abi.AbiViolation(f"env.{name}: the caller exports no memory or skill_alloc")
-            size = mem.data_len(caller)
+            cctx = caller._context()
+            base, size = engine.memory_view(cctx, mem)
             ptr &= 0xFFFFFFFF
             length &= 0xFFFFFFFF
             if length > MAX_HOST_REQUEST or ptr + length > size:
@@ -348,7 +350,7 @@ def make_import(name: str) -> Callable[..., int]:
                     f"env.{name}: request bytes {ptr}..{ptr + length} are outside the "
                     f"{size}-byte memory (or over {MAX_HOST_REQUEST} bytes)"
                 )
-            raw = bytes(mem.read(caller, ptr, ptr + length)) if length else b""
+            raw = ctypes.string_at(base + ptr, length) if length else b""
             params = abi.unpack(raw, f"env.{name} request") if raw else {}
             if not isinstance(params, dict):
                 raise abi.AbiViolation(f"env.{name}: the request must be a msgpack map")
@@ -359,11 +361,12 @@ def make_import(name: str) -> Callable[..., int]:
             except Exception as exc:  # a host bug is reported to the guest, not raised through it
                 answer = {"error": f"{type(exc).__name__}: {exc}", "code": "host_error"}
             out = abi.pack(answer)
-            optr = alloc(caller, len(out)) & 0xFFFFFFFF
-            size = mem.data_len(caller)
+            # wasmtime-py's generic Func.__call__ costs more than the rest of the import.
+            optr = engine.call_alloc(cctx, alloc, len(out))
+            base, size = engine.memory_view(cctx, mem)  # skill_alloc may have grown it
             if optr <= 0 or optr + len(out) > size:
                 raise abi.AbiViolation(f"skill_alloc({len(out)}) returned {optr}, outside memory")
-            mem.write(caller, out, optr)
+            ctypes.memmove(base + optr, out, len(out))
             return (optr << 32) | len(out)
         except BaseException as exc:
             state.fatal = exc

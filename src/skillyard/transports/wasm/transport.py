@@ -10,7 +10,6 @@ plus the ``wasm_state`` table), never in the instance.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from pathlib import Path
@@ -27,11 +26,10 @@ from skillyard.errors import (
     SkillCrashed,
     SkillError,
     SkillTimeout,
-    SkillyardError,
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
-from skillyard.transports.wasm import abi, engine, hostcalls
+from skillyard.transports.wasm import abi, engine, hostcalls, wasi
 from skillyard.transports.wasm.commands import CommandRunner
 
 if TYPE_CHECKING:
@@ -75,12 +73,20 @@ class Skill:
     def __init__(self, compiled: engine.Compiled, *, threaded: bool) -> None:
         self.compiled = compiled
         self.pre = _linker(compiled.fuel).instantiate_pre(compiled.module)
+        self.has_init = any(e.name == "_initialize" for e in compiled.module.exports)
         # A dispatching host import blocks on the event loop, so it cannot run on it.
         self.threaded = threaded or bool(compiled.host_imports & hostcalls.WAITING_IMPORTS)
         # No imports at all: nothing can reach the call state, so the hot path skips it.
         self.plain = not compiled.host_imports and not compiled.uses_wasi
         self.warm: engine.Bound | None = None
+        self.warm_memory: int | None = None  # the memory cap the warm instance was built with
         self.warm_lock = threading.Lock()
+
+    def drop_warm(self) -> None:
+        """Forget the warm instance (its output files go with it)."""
+        warm, self.warm = self.warm, None
+        if warm is not None and warm.out is not None:
+            warm.out.close()
 
     def instantiate(
         self,
@@ -89,6 +95,7 @@ class Skill:
         fuel: int | None,
         timeout: float,
         preopens: list[tuple[str, bool]],
+        for_describe: bool = False,
     ) -> engine.Bound:
         """A new Store + instance with the limits applied (raises GuestFault on traps)."""
         store = wasmtime.Store(engine.engine(self.compiled.fuel))
@@ -96,9 +103,10 @@ class Skill:
             store.set_limits(memory_size=memory_bytes)
         if self.compiled.fuel:
             store.set_fuel(fuel or 0)
-        box = OutputBox()
+        box = None
         if self.compiled.uses_wasi:
-            store.set_wasi(_wasi(preopens, box))
+            box = wasi.OutputBox()
+            store.set_wasi(wasi.wasi_config(preopens, box))
         store.set_epoch_deadline(engine.deadline_ticks(timeout))
         try:
             instance = self.pre.instantiate(store)
@@ -108,7 +116,7 @@ class Skill:
             ) from exc
         except wasmtime.WasmtimeError as exc:
             raise engine.GuestFault("error", engine.trap_message(exc), exc) from exc
-        bound = engine.Bound(store, instance)
+        bound = engine.Bound(store, instance, has_init=self.has_init, for_describe=for_describe)
         bound.out = box
         bound.init()
         return bound
@@ -123,60 +131,6 @@ def _trap_kind(exc: wasmtime.Trap) -> str:
     if code == wasmtime.TrapCode.STACK_OVERFLOW:
         return "stack"
     return "trap"
-
-
-class OutputBox:
-    """Where one store's WASI output goes: wasmtime calls the writers on its own threads."""
-
-    __slots__ = ("state",)
-
-    def __init__(self) -> None:
-        self.state: hostcalls.CallState | None = None
-
-    def writer(self, stream: str) -> Any:
-        def write(data: bytes) -> None:
-            state = self.state
-            if state is not None:
-                state.log(stream, data.decode("utf-8", "replace"))
-
-        return write
-
-
-def _wasi(preopens: list[tuple[str, bool]], box: OutputBox) -> wasmtime.WasiConfig:
-    wc = wasmtime.WasiConfig()  # no argv, no env, no stdin
-    wc.stdout_custom = box.writer("stdout")
-    wc.stderr_custom = box.writer("stderr")
-    for path, writable in preopens:
-        wc.preopen_dir(path, path, writable)
-    return wc
-
-
-def preopens_for(ctx: CallContext) -> list[tuple[str, bool]]:
-    """Directories to preopen for WASI: the granted ``fs`` directories, as the host sees them.
-
-    Each declared directory is checked with the host API's own ``fs`` decision (so
-    operator grants narrow it too); read-write only when a write there is allowed.
-    Glob grants cannot be expressed as a preopen and are reachable through ``fs_*``
-    imports only. Without the host API nothing is preopened.
-    """
-    perms = getattr(ctx.host, "perms", None)
-    if perms is None:
-        return []
-    out = []
-    for root in perms.fs_roots():
-        if not os.path.isdir(root):
-            continue
-        try:
-            perms.fs_resolve(root, write=False, method="wasi preopen")
-        except SkillyardError:
-            continue
-        try:
-            perms.fs_resolve(root, write=True, method="wasi preopen")
-            writable = True
-        except SkillyardError:
-            writable = False
-        out.append((root, writable))
-    return out
 
 
 def load_skill(path: Path, *, fuel: bool = False, threaded: bool = False) -> Skill:
@@ -198,7 +152,11 @@ def describe(path: str | Path) -> dict[str, Any]:
     try:
         skill = load_skill(p)
         bound = skill.instantiate(
-            memory_bytes=DESCRIBE_MEMORY, fuel=None, timeout=DESCRIBE_TIMEOUT, preopens=[]
+            memory_bytes=DESCRIBE_MEMORY,
+            fuel=None,
+            timeout=DESCRIBE_TIMEOUT,
+            preopens=[],
+            for_describe=True,
         )
         state = hostcalls.CallState(None, None)
         prev = hostcalls.enter(state)
@@ -213,6 +171,8 @@ def describe(path: str | Path) -> dict[str, Any]:
         finally:
             engine.TICKER.leave()
             hostcalls.leave(prev)
+            if bound.out is not None:
+                bound.out.close()
         return abi.parse_descriptor(data)
     except engine.GuestFault as exc:
         raise ManifestError(
@@ -428,17 +388,19 @@ class WasmTransport:
         warm = bool(card.options.get("warm"))
         locked = warm and skill.warm_lock.acquire(blocking=False)
         try:
-            if locked and skill.warm is not None:
+            if locked and skill.warm is not None and skill.warm_memory == memory:
                 bound = skill.warm
             else:
+                if locked and skill.warm is not None:
+                    skill.drop_warm()
                 bound = skill.instantiate(
                     memory_bytes=memory,
                     fuel=limits.instructions,
                     timeout=ctx.remaining,
-                    preopens=preopens_for(ctx) if skill.compiled.uses_wasi else [],
+                    preopens=wasi.preopens_for(ctx) if skill.compiled.uses_wasi else [],
                 )
-            if not plain:
-                bound.out.state = state
+            if bound.out is not None:
+                engine.TICKER.watched.add(bound.out)
             if skill.compiled.fuel:
                 bound.store.set_fuel(limits.instructions or 0)
             bound.set_deadline(ctx.remaining)
@@ -454,19 +416,27 @@ class WasmTransport:
             if locked:
                 if olen:
                     bound.free(optr)
-                skill.warm = bound
+                skill.warm, skill.warm_memory = bound, memory
             if olen > cap:
                 raise OutputTooLarge(
                     f"{card.name}: the response is {olen} bytes; the limit is {limits.max_output_bytes}"
                 )
             return data
         except engine.GuestFault as fault:
-            if locked:
+            if locked and skill.warm is bound:
                 skill.warm = None  # a faulted instance is never reused
+            if state.fatal is not None and fault.kind != "host":
+                # wasmtime-py keeps the last host exception in a process-wide slot; the
+                # call's own record is the one to trust when calls run on several threads.
+                fault = engine.GuestFault("host", str(state.fatal), state.fatal)
             raise self._translate(fault, card, bound, memory) from (fault.cause or fault)
         finally:
-            if bound is not None and not plain:
-                bound.out.state = None
+            box = bound.out if bound is not None else None
+            if box is not None:
+                engine.TICKER.watched.discard(box)
+                box.collect(state)
+                if skill.warm is not bound:
+                    box.close()
             if locked:
                 skill.warm_lock.release()
             engine.TICKER.leave()
@@ -525,5 +495,7 @@ class WasmTransport:
 
     async def aclose(self) -> None:
         await self._commands.aclose()
+        for skill in self._skills.values():
+            skill.drop_warm()
         self._skills.clear()
         self._by_card.clear()
