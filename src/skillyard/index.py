@@ -10,6 +10,7 @@ fingerprint and the package is loaded and validated again from scratch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -20,6 +21,8 @@ import orjson
 from skillyard.card import Card, Limits, Policy
 from skillyard.manifests import _SKIP_DIRS, SkillPackage
 from skillyard.store import Store
+
+_CARD_KEYS = {f.name for f in dataclasses.fields(Card)}
 
 _VERSION = "1"  # bump when the loaders' output changes shape
 
@@ -41,14 +44,33 @@ def fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+_interned: dict[tuple[Any, ...], Any] = {}
+
+
+def _value(cls: type, data: dict[str, Any]) -> Any:
+    # Most cards share a handful of policies and limits: build each distinct one once.
+    key = (cls, *sorted(data.items()))
+    hit = _interned.get(key)
+    if hit is None:
+        if len(_interned) > 4096:
+            _interned.clear()
+        hit = _interned[key] = cls(**data)
+    return hit
+
+
 def _card(data: dict[str, Any]) -> Card:
-    # Rows were written by _to_json from validated cards: rebuild without re-validating.
+    # Rows were written by _to_json from validated cards, so they are rebuilt without the
+    # frozen dataclass __init__ (~6 us a card, most of a warm start's cost).
     kw = dict(data)
-    kw["policy"] = Policy(**data["policy"])
-    kw["limits"] = Limits(**data["limits"])
+    kw["policy"] = _value(Policy, data["policy"])
+    kw["limits"] = _value(Limits, data["limits"])
     kw["roles"] = tuple(data["roles"])
     kw["capabilities"] = tuple(data["capabilities"])
-    return Card(**kw)
+    if kw.keys() != _CARD_KEYS:
+        raise ValueError("index row does not hold a complete card")
+    card = object.__new__(Card)
+    card.__dict__.update(kw)
+    return card
 
 
 def _to_json(pkg: SkillPackage) -> bytes:
