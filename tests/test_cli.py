@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -9,19 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.cli_helpers import run
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "skills"
-
-
-def run(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "SKILLYARD_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "skillyard", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env=env,
-        timeout=60,
-    )
 
 
 @pytest.fixture

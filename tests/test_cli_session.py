@@ -1,23 +1,10 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
-
-def run(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "SKILLYARD_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "skillyard", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env=env,
-        timeout=60,
-    )
+from tests.cli_helpers import run
 
 
 def test_session_lifecycle_across_invocations(tmp_path):

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from skillyard import SyncRuntime
+from tests.cli_helpers import run
 from tests.host.conftest import Probe, write_skill
 from tests.host.test_services import CONFIG_DECLS
-
-
-def run(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "SKILLYARD_HOME"}
-    return subprocess.run(
-        [sys.executable, "-m", "skillyard", "--home", str(home), *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env=env,
-        timeout=60,
-    )
 
 
 def test_config_cli_roundtrip_never_prints_secrets(tmp_path: Path) -> None:
