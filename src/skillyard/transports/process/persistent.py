@@ -167,7 +167,8 @@ class Worker:
             self.line_cap = cap
         self._ids = rid = self._ids + 1
         p = _Pending(rid, card, ctx)
-        remaining = ctx.deadline - time.monotonic()
+        t0 = time.monotonic()
+        remaining = ctx.deadline - t0
         line = orjson.dumps(
             {
                 "jsonrpc": "2.0",
@@ -187,7 +188,6 @@ class Worker:
         self.calls += 1
         flight = self.flight
         flight.n += 1
-        t0 = time.perf_counter()
         try:
             self.child.write(line + b"\n")
         except OSError:
@@ -201,7 +201,7 @@ class Worker:
             self._done(p)
         else:
             msg = await self._wait(p, remaining)
-        lat = (time.perf_counter() - t0) * 1e6
+        lat = (time.monotonic() - t0) * 1e6
         self.ewma_us = 0.8 * self.ewma_us + 0.2 * lat
         return self._result(p, msg)
 
