@@ -414,7 +414,7 @@ class Runtime:
                 or (card.root == "root" and caller.authority != "system")
             ):
                 raise SkillNotFound(self._not_found(tool, caller), tool=tool)
-        call_id = f"{self._id_prefix}{next(self._ids):06x}"
+        call_id = f"{self._id_prefix}-{next(self._ids)}"
         if args is None:
             args = {}
         elif not isinstance(args, dict):

@@ -12,6 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
+from skillyard import SyncRuntime
+from skillyard.memo import cassette_file as files
+from skillyard.memo import use_cassette
 from skillyard.store import Store
 
 from .conftest import write_python_skill
@@ -147,3 +150,38 @@ def test_two_processes_recording_one_cassette_lose_nothing(tmp_path: Path) -> No
     data = orjson.loads((tmp_path / "shared.json").read_bytes())
     seen = sorted((i["args"]["who"], i["args"]["i"]) for i in data["interactions"])
     assert seen == sorted((who, i) for who in ("a", "b") for i in range(25))
+
+
+def _record_one(directory: Path, who: str, i: int) -> None:
+    with SyncRuntime.memory() as rt:
+        rt.tool("t-who")(lambda args: {"who": args["who"], "i": args["i"]})
+        with use_cassette(rt.runtime, "shared", directory=directory, mode="new_episodes"):
+            rt.call("t-who", {"who": who, "i": i})
+
+
+@pytest.mark.parametrize(
+    ("step", "existed"), [("signature", True), ("read_versioned", True), ("signature", False)]
+)
+def test_a_recording_saved_while_another_run_opens_the_cassette_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, existed: bool
+) -> None:
+    # The interleaving the two-process test hits only under load, made certain: another
+    # run saves right after this run's open() looked at the file (stat, or read).
+    if existed:
+        _record_one(tmp_path, "b", 0)
+    real = getattr(files, step)
+    fired: list[bool] = []
+
+    def then_another_run_saves(*args: Any, **kw: Any) -> Any:
+        out = real(*args, **kw)
+        if not fired:
+            fired.append(True)
+            _record_one(tmp_path, "b", 1)
+        return out
+
+    monkeypatch.setattr(files, step, then_another_run_saves)
+    _record_one(tmp_path, "a", 0)
+    assert fired
+    data = orjson.loads((tmp_path / "shared.json").read_bytes())
+    seen = sorted((i["args"]["who"], i["args"]["i"]) for i in data["interactions"])
+    assert seen == ([("a", 0), ("b", 0), ("b", 1)] if existed else [("a", 0), ("b", 1)])

@@ -196,15 +196,18 @@ class Cassette:
         """Load the file (when the mode reads it); a broken file raises and is left alone."""
         if self._opened:
             return self
-        self.existed = self.path.exists()
+        # The signature must describe the version read: taken apart (stat, then read),
+        # another process writing in between makes save() believe the file unchanged and
+        # overwrite that process's recordings. A file created after the stat is merged by save().
+        self._sig = files.signature(self.path)
+        self.existed = self._sig is not None
         if self.existed and self.mode != "rewrite":
-            data = files.read(self.path, max_bytes=self.max_bytes)
+            data, self._sig = files.read_versioned(self.path, max_bytes=self.max_bytes)
             self.name = data["name"]
             self._cards = dict(data["cards"])
             self._interactions = list(data["interactions"])
         self._loaded = len(self._interactions)
         self._disk = list(self._interactions)
-        self._sig = files.signature(self.path)
         self._played = [False] * self._loaded
         for i, rec in enumerate(self._interactions):
             self._by_tool.setdefault(rec["tool"], []).append(i)
@@ -257,7 +260,7 @@ class Cassette:
             return
         with files.locked(self.path.parent):
             if files.signature(self.path) != self._sig:
-                data = files.read(self.path, max_bytes=self.max_bytes)
+                data, self._sig = files.read_versioned(self.path, max_bytes=self.max_bytes)
                 self._disk = list(data["interactions"])
                 self._cards = {**data["cards"], **self._cards}
             self._disk.extend(self._unsaved)

@@ -112,20 +112,45 @@ def _json_pure(value: Any, path: str, where: Path, depth: int = 0) -> None:
     raise broken(where, path, f"{type(value).__name__} is not a JSON value")
 
 
+Signature = tuple[int, int, int]
+
+
 def read(path: Path, *, max_bytes: int) -> dict[str, Any]:
     """Load and check a cassette file; raises ConfigError naming the file and field."""
+    return read_versioned(path, max_bytes=max_bytes)[0]
+
+
+def read_versioned(path: Path, *, max_bytes: int) -> tuple[dict[str, Any], Signature]:
+    """Load and check a cassette file, with the :func:`signature` of the very version read.
+
+    The bytes and the signature come from one open file: another process replacing
+    the file meanwhile cannot pair its signature with this version's contents.
+    """
     try:
-        size = path.stat().st_size
+        fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
         raise broken(path, "", f"cannot read: {exc.strerror}") from exc
-    if size > max_bytes:
-        raise broken(
-            path, "", f"file is {size} bytes; the limit is {max_bytes} ([memo] max_cassette_bytes)"
-        )
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise broken(path, "", f"cannot read: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            raise broken(path, "", f"cannot read: {exc.strerror}") from exc
+        if st.st_size > max_bytes:
+            raise broken(
+                path,
+                "",
+                f"file is {st.st_size} bytes; the limit is {max_bytes} ([memo] max_cassette_bytes)",
+            )
+        try:
+            raw = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise broken(path, "", f"cannot read: {exc.strerror}") from exc
+    if len(raw) != st.st_size:  # written in place by something that is not skillyard
+        raise broken(path, "", "the file changed while it was read; try again")
+    return _parse(path, raw), _signature(st)
+
+
+def _parse(path: Path, raw: bytes) -> dict[str, Any]:
     if is_yaml(path):
         import yaml
 
@@ -318,12 +343,16 @@ def _error(raw: Any, where: Path, p: str) -> dict[str, Any]:
     return {"type": kind, "code": code, "message": message, "details": details}
 
 
-def signature(path: Path) -> tuple[int, int, int] | None:
+def signature(path: Path) -> Signature | None:
     """What identifies one version of a file (``None`` when there is none)."""
     try:
         st = path.stat()
     except OSError:
         return None
+    return _signature(st)
+
+
+def _signature(st: os.stat_result) -> Signature:
     return (st.st_ino, st.st_mtime_ns, st.st_size)  # each atomic write makes a new inode
 
 
