@@ -28,14 +28,17 @@ _DRAFT_2020_ONLY = frozenset(
 )
 
 
-def _uses_2020(schema: Any) -> bool:
+def _any_node(schema: Any, test: Callable[[Mapping[str, Any]], bool]) -> bool:
+    """True when ``test`` holds for any object nested anywhere in ``schema``."""
     if isinstance(schema, Mapping):
-        if _DRAFT_2020_ONLY.intersection(schema):
-            return True
-        return any(_uses_2020(v) for v in schema.values())
+        return test(schema) or any(_any_node(v, test) for v in schema.values())
     if isinstance(schema, list):
-        return any(_uses_2020(v) for v in schema)
+        return any(_any_node(v, test) for v in schema)
     return False
+
+
+def _uses_2020(schema: Any) -> bool:
+    return _any_node(schema, lambda node: bool(_DRAFT_2020_ONLY.intersection(node)))
 
 
 def pointer(path: Any) -> str:
@@ -119,23 +122,19 @@ _DRAFT_SENSITIVE = frozenset({"items", "additionalItems", "dependencies", "$recu
 _meta_fast: Callable[[Any], Any] | None = None
 
 
-def _uses_sensitive(schema: Any) -> bool:
-    if isinstance(schema, Mapping):
-        if isinstance(schema.get("items"), list) or _DRAFT_SENSITIVE.difference({"items"}) & set(
-            schema
-        ):
-            return True
-        return any(_uses_sensitive(v) for v in schema.values())
-    if isinstance(schema, list):
-        return any(_uses_sensitive(v) for v in schema)
-    return False
+def _sensitive_node(node: Mapping[str, Any]) -> bool:
+    return isinstance(node.get("items"), list) or bool(
+        (_DRAFT_SENSITIVE - {"items"}).intersection(node)
+    )
 
 
 def schema_problem(schema: Any) -> str | None:
     """Why ``schema`` is not a valid Draft 2020-12 schema, or ``None`` if it is.
 
     The meta-schema check with ``jsonschema`` costs ~5 ms per schema (measured: 26 s to
-    load 1,000 packages). Schemas that pass a compiled Draft-07 meta-schema and use no
+    load 1,000 packages). Three steps, cheapest first: schemas made only of common
+    keywords with allowed values are accepted without importing jsonschema
+    (``_plainly_valid``); schemas that pass a compiled Draft-07 meta-schema and use no
     keyword whose meaning changed are accepted on that check (~0.1 ms); everything else,
     and every failure, gets the authoritative Draft 2020-12 check and its message.
     """
@@ -144,7 +143,7 @@ def schema_problem(schema: Any) -> str | None:
         return f"a schema must be an object or a boolean, not {type(schema).__name__}"
     if _plainly_valid(schema):
         return None
-    if not _uses_2020(schema) and not _uses_sensitive(schema):
+    if not _uses_2020(schema) and not _any_node(schema, _sensitive_node):
         import fastjsonschema
 
         if _meta_fast is None:
