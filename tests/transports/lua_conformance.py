@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from skillyard import SyncRuntime
+from tests.transports.conformance_kit import FLOOD_BYTES, install_package
 
-ECHO_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"echo": {"type": "object"}},
-    "required": ["echo"],
-    "additionalProperties": False,
-}
-FLOOD_BYTES = 50_000
-CAP = 2_000
-
-MANIFEST = f"""
+HEAD = """
 version = "1.0.0"
 runtime = "lua"
 entry = "conf.lua"
 
 [options]
 isolation = "warm"
-
-[[methods]]
-name = "echo"
-output_schema = "schemas/echo.json"
-
-[[methods]]
-name = "slow"
-limits = {{ timeout_sec = 1 }}
-
-[[methods]]
-name = "flood"
-limits = {{ max_output_bytes = {CAP} }}
-
-[[methods]]
-name = "fail"
-
-[[methods]]
-name = "badout"
-output_schema = "schemas/echo.json"
 """
 
 LUA = f"""
@@ -59,9 +30,4 @@ return M
 
 class LuaConformanceSkills:
     def install(self, rt: SyncRuntime, tmp_path: Path) -> None:
-        pkg = tmp_path / "conf"
-        (pkg / "schemas").mkdir(parents=True)
-        (pkg / "schemas" / "echo.json").write_text(json.dumps(ECHO_SCHEMA))
-        (pkg / "conf.lua").write_text(textwrap.dedent(LUA))
-        (pkg / "skill.toml").write_text(textwrap.dedent(MANIFEST))
-        rt.runtime.add_package(pkg)
+        install_package(rt, tmp_path, HEAD, {"conf.lua": textwrap.dedent(LUA)})

@@ -18,8 +18,6 @@ conf-badout returns ``{"wrong": 1}``, which its output schema forbids
 from __future__ import annotations
 
 import asyncio
-import json
-import textwrap
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,16 +26,8 @@ import pytest
 from skillyard import SyncRuntime
 from skillyard.card import Limits
 from skillyard.errors import InvalidOutput, OutputTooLarge, SkillError, SkillTimeout
+from tests.transports.conformance_kit import CAP, ECHO_SCHEMA, FLOOD_BYTES, install_package
 from tests.transports.lua_conformance import LuaConformanceSkills
-
-ECHO_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"echo": {"type": "object"}},
-    "required": ["echo"],
-    "additionalProperties": False,
-}
-FLOOD_BYTES = 50_000
-CAP = 2_000
 
 
 class Skills(Protocol):
@@ -68,38 +58,6 @@ class PythonSkills:
         @rt.tool("conf-badout", output_schema=ECHO_SCHEMA)
         def badout(args: dict[str, Any]) -> dict[str, Any]:
             return {"wrong": 1}
-
-
-def _process_manifest(mode: str) -> str:
-    return textwrap.dedent(
-        f"""
-        version = "1.0.0"
-        runtime = "process"
-        entry = ["{{python}}", "main.py"]
-
-        [options]
-        mode = "{mode}"
-
-        [[methods]]
-        name = "echo"
-        output_schema = "schemas/echo.json"
-
-        [[methods]]
-        name = "slow"
-        limits = {{ timeout_sec = 1 }}
-
-        [[methods]]
-        name = "flood"
-        limits = {{ max_output_bytes = {CAP} }}
-
-        [[methods]]
-        name = "fail"
-
-        [[methods]]
-        name = "badout"
-        output_schema = "schemas/echo.json"
-        """
-    )
 
 
 WORKER_SCRIPT = f"""
@@ -143,12 +101,15 @@ class ProcessSkills:
         self.script = script
 
     def install(self, rt: SyncRuntime, tmp_path: Path) -> None:
-        pkg = tmp_path / "conf"
-        (pkg / "schemas").mkdir(parents=True)
-        (pkg / "schemas" / "echo.json").write_text(json.dumps(ECHO_SCHEMA))
-        (pkg / "main.py").write_text(self.script)
-        (pkg / "skill.toml").write_text(_process_manifest(self.mode))
-        rt.runtime.add_package(pkg)
+        head = f"""
+version = "1.0.0"
+runtime = "process"
+entry = ["{{python}}", "main.py"]
+
+[options]
+mode = "{self.mode}"
+"""
+        install_package(rt, tmp_path, head, {"main.py": self.script})
 
 
 class WasmSkills:
