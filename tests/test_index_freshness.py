@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -41,15 +42,16 @@ class Home:
     def discover(self) -> Discovery:
         return discover(self.roots, index=PackageIndex(self.store))
 
-    def stamps(self) -> dict[str, list]:
-        rows = self.store.query("SELECT path, stamp FROM package_index")
-        return {Path(p).name: orjson.loads(s) for p, s in rows}
+    def stamps(self) -> dict[str, tuple[list[int], str | None]]:
+        """Each package's stat signatures and racy content hash, as stored."""
+        rows = self.store.query("SELECT path, sig, racy FROM package_index")
+        return {Path(p).name: (orjson.loads(sig), racy) for p, sig, racy in rows}
 
     def settle(self) -> None:
         """In ``aged`` mode, make sure the next edit gets a later ctime than any stamp."""
         if self.mode != "aged":
             return
-        newest = max(max(sig[5::6]) for _, _, sig, racy in self.stamps().values() if racy is None)
+        newest = max(max(sig[5::6]) for sig, racy in self.stamps().values() if racy is None)
         probe = self.tmp / "tick-probe"
         deadline = time.monotonic() + 5
         while True:
@@ -66,7 +68,7 @@ def home(request, tmp_path, monkeypatch):
     h = Home(tmp_path, request.param)
     found = h.discover()
     assert "text-tools" in found.packages and not found.problems
-    racy = h.stamps()["text-tools"][3]
+    racy = h.stamps()["text-tools"][1]
     assert (racy is None) == (request.param == "aged")
     h.settle()
     yield h
@@ -207,13 +209,11 @@ def test_same_tick_edit_behind_equal_signatures_is_caught_by_content(tmp_path, m
     h.discover()
     entry = h.pkg / "tools.py"
     entry.write_bytes(entry.read_bytes().replace(b"import", b"IMPORT", 1))
-    version, names, _, racy = h.stamps()["text-tools"]
-    assert racy is not None
+    assert h.stamps()["text-tools"][1] is not None
     stamp = skillyard.index.scan(str(h.pkg))
-    assert stamp is not None and stamp[0] == names
-    h.store.execute(
-        "UPDATE package_index SET stamp = ?", (orjson.dumps([version, names, stamp[1], racy]),)
-    )
+    (names,) = h.store.query("SELECT names FROM package_index")[0]
+    assert stamp is not None and stamp[0] == names.split("\0")
+    h.store.execute("UPDATE package_index SET sig = ?", (orjson.dumps(stamp[1]),))
     expect_fresh(h)
 
 
@@ -221,10 +221,10 @@ def test_a_racy_stamp_is_stored_clean_once_the_files_have_aged(tmp_path, monkeyp
     monkeypatch.setattr(skillyard.index, "RACY_NS", RACY)
     h = Home(tmp_path, "racy")
     h.discover()
-    assert h.stamps()["text-tools"][3] is not None
+    assert h.stamps()["text-tools"][1] is not None
     monkeypatch.setattr(skillyard.index, "RACY_NS", AGED)
     assert "text-tools" in h.discover().packages
-    assert h.stamps()["text-tools"][3] is None
+    assert h.stamps()["text-tools"][1] is None
     assert "text-tools" in expect_fresh(h).packages
 
 
@@ -232,10 +232,19 @@ def test_a_damaged_stamp_is_a_miss(tmp_path, monkeypatch):
     monkeypatch.setattr(skillyard.index, "RACY_NS", RACY)
     h = Home(tmp_path, "racy")
     h.discover()
-    for bad in (b"[", b"[2, [], [], null]", b'{"a": 1}', b'[2, [""], [1, 2], null]'):
-        h.store.execute("UPDATE package_index SET stamp = ?", (bad,))
+    damage = [
+        ("sig", b"["),
+        ("sig", b"[1, 2]"),
+        ("names", ""),
+        ("names", "\0/nothing-here"),
+        ("racy", "0" * 64),
+        ("version", "0"),
+    ]
+    for column, bad in damage:
+        h.store.execute(f"UPDATE package_index SET {column} = ?", (bad,))
         found = h.discover()
         assert "text-tools" in found.packages and not found.problems
+        assert h.stamps()["text-tools"][1] is not None  # stamped again from scratch
 
 
 def test_runtime_lists_the_same_tools_cold_and_warm(tmp_path):
@@ -252,3 +261,30 @@ def test_runtime_lists_the_same_tools_cold_and_warm(tmp_path):
         finally:
             rt.close()
     assert names[0] == names[1] and "text-tools-stats" in names[0]
+
+
+def test_a_file_name_that_is_not_utf8_never_breaks_discovery(tmp_path):
+    h = Home(tmp_path, "racy")
+    with open(os.fsencode(h.pkg) + b"/\xff.txt", "wb") as f:
+        f.write(b"x")
+    for _ in range(2):  # the loader's verdict every time, and nothing stored that cannot be read
+        found = h.discover()
+        assert found.packages == {}
+        assert found.problems[0].kind == "broken" and found.problems[0].skill_id == "text-tools"
+    assert h.stamps() == {}
+
+
+def test_a_state_file_that_cannot_be_written_only_costs_a_reload(tmp_path, monkeypatch):
+    h = Home(tmp_path, "racy")
+
+    def locked(rows):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(PackageIndex, "_write", lambda self, rows: locked(rows))
+    for _ in range(2):
+        found = h.discover()
+        assert list(found.packages) == ["text-tools"] and not found.problems
+    assert h.stamps() == {}
+    monkeypatch.undo()
+    h.discover()
+    assert list(h.stamps()) == ["text-tools"]

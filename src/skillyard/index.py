@@ -34,18 +34,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
+from skillyard import __version__
 from skillyard.card import Card, Limits, Policy
 from skillyard.manifests import _SKIP_DIRS, MAX_PACKAGE_FILES, SkillPackage
 from skillyard.store import Store
-
-_VERSION = 2  # bump when the loaders' output or the row layout changes shape
 
 RACY_NS = 3_000_000_000
 """Files changed this close to the walk that stamped them are verified by content."""
@@ -93,21 +93,19 @@ def fingerprint(path: Path) -> str:
     return hashlib.sha1(orjson.dumps(stamp), usedforsecurity=False).hexdigest()
 
 
-def _unchanged(path: str, names: list[str], sig: list[int]) -> bool:
-    # One stat per entry the stamp names, the package directory followed like discovery does.
+def _unchanged(path: str, names: list[str], sig: bytes) -> bool:
+    # One stat per entry the stamp names (the package directory followed, as discovery does)
+    # and no file read; the signatures are compared as the JSON bytes they were stored as.
     try:
         st = os.stat(path)
-        if sig[0:_SIG] != [*_sig(st)]:
-            return False
-        i = _SIG
-        for rel in names[1:]:
-            st = os.lstat(path + rel)
-            if sig[i : i + _SIG] != [*_sig(st)]:
-                return False
-            i += _SIG
+        cur = [st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        lstat = os.lstat
+        for i in range(1, len(names)):
+            st = lstat(path + names[i])
+            cur += (st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     except (OSError, ValueError):
         return False
-    return True
+    return orjson.dumps(cur) == sig
 
 
 def _newest(sig: list[int]) -> int:
@@ -131,68 +129,181 @@ def content_hash(path: str, names: list[str], sig: list[int]) -> str:
 
 # -- the stored package ---------------------------------------------------------------------
 
-_CARD_KEYS = frozenset(f for f in Card.__dataclass_fields__)
-_interned: dict[tuple[Any, ...], Any] = {}
+# A stored package is a JSON array; each card a JSON object holding the card's fields, except
+# that its policy and limits are JSON text (their exact interning key: most cards of a home
+# share a handful, built once and rarely even parsed), its schemas are JSON text decoded on
+# first use (listing and resolving tools never need them), and the fields that repeat the
+# package's id, version, digest, layer and path are left out.
+_CARD_FIELDS = tuple(Card.__dataclass_fields__)
+_LAZY = ("input_schema", "output_schema")
+_SAME = ("id", "version", "digest", "root", "source")
+_STORED_KEYS = frozenset(set(_CARD_FIELDS) - set(_LAZY) | {"_schemas"})
+_TRIMMED = len(_STORED_KEYS) - len(_SAME)
+_PKG_FIELDS = (
+    "id",
+    "version",
+    "description",
+    "runtime",
+    "path",
+    "root",
+    "digest",
+    "format",
+    "cards",
+    "permissions",
+    "config",
+    "help",
+)
+# SkillPackage is rebuilt without its frozen __init__ (as costly as the rest of a package's
+# decoding) while it stays a plain dataclass of exactly these fields.
+_PKG_DIRECT = tuple(SkillPackage.__dataclass_fields__) == _PKG_FIELDS and not hasattr(
+    SkillPackage, "__post_init__"
+)
+_LAYOUT = hashlib.sha1(
+    repr(
+        (_CARD_FIELDS, tuple(Policy.__dataclass_fields__), tuple(Limits.__dataclass_fields__))
+    ).encode(),
+    usedforsecurity=False,
+).hexdigest()[:12]
+# Rows of another layout or another release are misses; bump the first number when a loader's
+# output changes shape within a release.
+_VERSION = f"4:{__version__}:{_LAYOUT}"
+
+_interned: dict[tuple[type, str], Any] = {}
 
 
-def _value(cls: type, data: dict[str, Any]) -> Any:
-    # Most cards share a handful of policies and limits: build each distinct one once.
-    key = (cls, *data.items())
+def _value(cls: type, text: str) -> Any:
+    key = (cls, text)
     hit = _interned.get(key)
     if hit is None:
         if len(_interned) > 4096:
             _interned.clear()
-        hit = _interned[key] = cls(**data)
+        hit = _interned[key] = cls(**orjson.loads(text))
     return hit
 
 
-def _card(data: dict[str, Any]) -> Card:
+class _Schemas:
+    """Decodes a stored card's schemas into its ``__dict__`` the first time either is read.
+
+    A non-data descriptor: once the values are in the instance dict, attribute lookup finds
+    them there and this is never called again.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, card: Card | None, owner: type | None = None) -> Any:
+        if card is None:
+            return self
+        d = card.__dict__
+        raw = d.get("_schemas")
+        if raw is not None:
+            d["input_schema"], d["output_schema"] = orjson.loads(raw)
+            d.pop("_schemas", None)
+        return d[self.name]
+
+
+class _StoredCard(Card):
+    """A :class:`Card` rebuilt from the index: equal to the loader's card, schemas decoded
+    on first access (``to_dict``, ``==``, ``dataclasses.replace`` all see the same values)."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Card):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _CARD_FIELDS)
+
+    __hash__ = object.__hash__  # cards are compared by value but keyed by identity
+
+    def __repr__(self) -> str:
+        return Card.__repr__(self).replace(type(self).__qualname__, "Card", 1)
+
+
+for _name in _LAZY:
+    setattr(_StoredCard, _name, _Schemas(_name))
+
+
+def _card(data: dict[str, Any], same: dict[str, str]) -> Card:
     # Rows were written by _encode from validated cards, so they are rebuilt without the
     # frozen dataclass __init__ (~6 us a card, most of a warm start's cost).
     data["policy"] = _value(Policy, data["policy"])
     data["limits"] = _value(Limits, data["limits"])
     data["roles"] = tuple(data["roles"])
     data["capabilities"] = tuple(data["capabilities"])
-    if data.keys() != _CARD_KEYS:
+    if len(data) == _TRIMMED:  # the usual case: every repeated field was left out
+        data.update(same)
+    else:
+        for key, value in same.items():
+            if key not in data:
+                data[key] = value
+    # Rows come from _encode and a damaged one fails to parse; a count is enough here.
+    if len(data) != len(_STORED_KEYS) or not isinstance(data["_schemas"], str):
         raise ValueError("index row does not hold a complete card")
-    card = object.__new__(Card)
+    card = object.__new__(_StoredCard)
     object.__setattr__(card, "__dict__", data)
     return card
 
 
-def _encode(pkg: SkillPackage) -> bytes:
+def _encode(pkg: SkillPackage, path: str, layer: str) -> bytes:
+    same = dict(zip(_SAME, (pkg.id, pkg.version, pkg.digest, layer, path), strict=True))
+    cards = []
+    for card in pkg.cards:
+        data = card.to_dict()  # the documented lossless JSON form
+        data["policy"] = orjson.dumps(data["policy"]).decode()
+        data["limits"] = orjson.dumps(data["limits"]).decode()
+        data["_schemas"] = orjson.dumps([data.pop(name) for name in _LAZY]).decode()
+        for key, value in same.items():
+            if data[key] == value:
+                del data[key]
+        cards.append(data)
     return orjson.dumps(
-        {
-            "id": pkg.id,
-            "version": pkg.version,
-            "description": pkg.description,
-            "runtime": pkg.runtime,
-            "digest": pkg.digest,
-            "format": pkg.format,
-            "cards": [c.to_dict() for c in pkg.cards],
-            "permissions": pkg.permissions,
-            "config": list(pkg.config),
-            "help": {k: str(v) for k, v in pkg.help.items()},
-        }
+        [
+            pkg.id,
+            pkg.version,
+            pkg.description,
+            pkg.runtime,
+            pkg.digest,
+            pkg.format,
+            cards,
+            pkg.permissions,
+            list(pkg.config),
+            {k: str(v) for k, v in pkg.help.items()},
+        ]
     )
 
 
 def _decode(blob: bytes, path: str, layer: str) -> SkillPackage:
-    data = orjson.loads(blob)
-    return SkillPackage(
-        id=data["id"],
-        version=data["version"],
-        description=data["description"],
-        runtime=data["runtime"],
-        path=Path(path),
-        root=layer,
-        digest=data["digest"],
-        format=data["format"],
-        cards=tuple([_card(c) for c in data["cards"]]),
-        permissions=data["permissions"],
-        config=tuple(data["config"]),
-        help={k: Path(v) for k, v in data["help"].items()},
+    pid, version, description, runtime, digest, fmt, cards, perms, config, help_ = orjson.loads(
+        blob
     )
+    same = {"id": pid, "version": version, "digest": digest, "root": layer, "source": path}
+    fields = {
+        "id": pid,
+        "version": version,
+        "description": description,
+        "runtime": runtime,
+        "path": Path(path),
+        "root": layer,
+        "digest": digest,
+        "format": fmt,
+        "cards": tuple([_card(c, same) for c in cards]),
+        "permissions": perms,
+        "config": tuple(config),
+        "help": {k: Path(v) for k, v in help_.items()},
+    }
+    if not _PKG_DIRECT:
+        return SkillPackage(**fields)
+    pkg = object.__new__(SkillPackage)
+    object.__setattr__(pkg, "__dict__", fields)
+    return pkg
+
+
+class _Row(NamedTuple):
+    version: str
+    names: str  # entry names joined by NUL, the package directory ("") first
+    sig: bytes  # JSON array of _SIG ints per entry
+    racy: str | None  # content hash when the stamp is racy
+    package: bytes
 
 
 class PackageIndex:
@@ -205,49 +316,57 @@ class PackageIndex:
             [
                 "CREATE TABLE package_index (path TEXT NOT NULL, layer TEXT NOT NULL, "
                 "fingerprint TEXT NOT NULL, package BLOB NOT NULL, PRIMARY KEY (path, layer))",
-                # The stamp replaced a hash of the walk; old rows are simply dropped.
+                # Stamps replaced a hash of the walk, then got columns of their own; the
+                # index is a cache, so old rows are simply dropped.
                 [
                     "DROP TABLE package_index",
                     "CREATE TABLE package_index (path TEXT NOT NULL, layer TEXT NOT NULL, "
                     "stamp BLOB NOT NULL, package BLOB NOT NULL, PRIMARY KEY (path, layer))",
                 ],
+                [
+                    "DROP TABLE package_index",
+                    "CREATE TABLE package_index (path TEXT NOT NULL, layer TEXT NOT NULL, "
+                    "version TEXT NOT NULL, names TEXT NOT NULL, sig BLOB NOT NULL, racy TEXT, "
+                    "package BLOB NOT NULL, PRIMARY KEY (path, layer))",
+                ],
             ],
         )
-        self._rows: dict[tuple[str, str], tuple[bytes, bytes]] | None = None
+        self._rows: dict[tuple[str, str], _Row] | None = None
+        self._pending: dict[tuple[str, str], _Row] = {}
 
-    def _all(self) -> dict[tuple[str, str], tuple[bytes, bytes]]:
+    def _all(self) -> dict[tuple[str, str], _Row]:
         if self._rows is None:
-            rows = self.store.query("SELECT path, layer, stamp, package FROM package_index")
-            self._rows = {(p, layer): (st, blob) for p, layer, st, blob in rows}
+            rows = self.store.query(
+                "SELECT path, layer, version, names, sig, racy, package FROM package_index"
+            )
+            self._rows = {(r[0], r[1]): _Row(*r[2:]) for r in rows}
         return self._rows
 
     def fresh(self, path: str, layer: str) -> bytes | None:
         """The stored package of ``path`` when none of its files changed, else ``None``."""
         row = self._all().get((path, layer))
-        if row is None:
+        if row is None or row.version != _VERSION:
             return None
         try:
-            version, names, sig, racy = orjson.loads(row[0])
-            if version != _VERSION:
-                return None
-            if racy is None:
-                return row[1] if _unchanged(path, names, sig) else None
-            return self._verify(path, layer, names, sig, racy, row[1])
+            names = row.names.split("\0")
+            if row.racy is None:
+                return row.package if _unchanged(path, names, row.sig) else None
+            return self._verify(path, layer, names, row)
         except Exception:  # a damaged stamp, or a file that vanished mid-check: a miss
             return None
 
-    def _verify(
-        self, path: str, layer: str, names: list[str], sig: list[int], racy: str, blob: bytes
-    ) -> bytes | None:
+    def _verify(self, path: str, layer: str, names: list[str], row: _Row) -> bytes | None:
         # A racy stamp: equal signatures may hide an edit made within one timestamp tick,
         # so walk again and compare contents before trusting it.
         started = time.time_ns()
         stamp = scan(path)
-        if stamp is None or stamp != (names, sig) or content_hash(path, names, sig) != racy:
+        if stamp is None or stamp[0] != names or orjson.dumps(stamp[1]) != row.sig:
             return None
-        if _newest(sig) < started - RACY_NS:  # aged: later edits will show in the stamp
-            self._store(path, layer, orjson.dumps([_VERSION, names, sig, None]), blob)
-        return blob
+        if content_hash(path, *stamp) != row.racy:
+            return None
+        if _newest(stamp[1]) < started - RACY_NS:  # aged: later edits will show in the stamp
+            self._store(path, layer, row._replace(racy=None))
+        return row.package
 
     def package(self, blob: bytes, path: str, layer: str) -> SkillPackage | None:
         """Rebuild a stored package (``None`` for a damaged row)."""
@@ -256,7 +375,7 @@ class PackageIndex:
         except Exception:  # a damaged row is a miss: the package is loaded afresh
             return None
 
-    def stamp(self, path: str) -> bytes | None:
+    def stamp(self, path: str) -> _Row | None:
         """Walk a package about to be loaded (before loading it, so that an edit made while
         it loads shows up next time); ``None`` when it cannot be stamped."""
         started = time.time_ns()
@@ -265,21 +384,41 @@ class PackageIndex:
             if stamp is None:
                 return None
             names, sig = stamp
+            text = "\0".join(names)
+            text.encode()  # a name that is not UTF-8 cannot be stored: such packages stay uncached
             racy = content_hash(path, names, sig) if _newest(sig) >= started - RACY_NS else None
-        except OSError:
+        except (OSError, UnicodeError):
             return None
-        return orjson.dumps([_VERSION, names, sig, racy])
+        return _Row(_VERSION, text, orjson.dumps(sig), racy, b"")
 
-    def put(self, path: str, layer: str, stamp: bytes | None, pkg: SkillPackage) -> None:
+    def put(self, path: str, layer: str, stamp: _Row | None, pkg: SkillPackage) -> None:
         """Remember a package just loaded from scratch under the stamp taken before."""
         if stamp is not None:
-            self._store(path, layer, stamp, _encode(pkg))
+            self._store(path, layer, stamp._replace(package=_encode(pkg, path, layer)))
 
-    def _store(self, path: str, layer: str, stamp: bytes, blob: bytes) -> None:
-        self.store.execute(
-            "INSERT INTO package_index(path, layer, stamp, package) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(path, layer) DO UPDATE SET stamp=excluded.stamp, "
-            "package=excluded.package",
-            (path, layer, stamp, blob),
-        )
-        self._all()[(path, layer)] = (stamp, blob)
+    def _store(self, path: str, layer: str, row: _Row) -> None:
+        self._all()[(path, layer)] = row
+        self._pending[(path, layer)] = row
+
+    def flush(self) -> None:
+        """Write the rows stored since the last flush, in one transaction."""
+        if not self._pending:
+            return
+        rows = [(path, layer, *row) for (path, layer), row in self._pending.items()]
+        self._pending.clear()
+        try:
+            self._write(rows)
+        except sqlite3.Error:
+            # The index is a cache: a state file that is locked or read-only only means the
+            # packages are validated again next time, never a failed discovery.
+            self._rows = None
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.store.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO package_index(path, layer, version, names, sig, racy, package) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path, layer) DO UPDATE SET "
+                "version=excluded.version, names=excluded.names, sig=excluded.sig, "
+                "racy=excluded.racy, package=excluded.package",
+                rows,
+            )

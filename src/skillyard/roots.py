@@ -159,6 +159,8 @@ def discover(
             for directory in roots.get(layer, ()):
                 for pkg_dir in _candidates(str(Path(directory))):
                     _discover_one(found, owner, pkg_dir, layer, index)
+    if index is not None:
+        index.flush()  # one commit for every package (re)stamped by this discovery
     return found
 
 
