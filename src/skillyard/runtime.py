@@ -132,12 +132,13 @@ def _check_output(card: Card, validator: Validator, output: Any) -> None:
 class _Plan:
     """What every call of one card needs, worked out on its first call.
 
-    ``chain`` is the card's middleware chain ending in ``Runtime._execute``. ``run`` is set
-    when no middleware applies and the transport offers a synchronous callable for the
-    card (``direct``): such calls skip the chain, the call context and every await.
+    ``chain`` is the card's middleware chain ending in ``Runtime._execute``. When no
+    middleware applies, ``transport`` is set (calls await it directly), and ``run`` too
+    if the transport offers a synchronous callable for the card (``direct``): such calls
+    skip the chain, the call context and every await.
     """
 
-    __slots__ = ("card", "chain", "inp", "out", "public", "run")
+    __slots__ = ("card", "chain", "inp", "out", "public", "run", "transport")
 
     def __init__(
         self,
@@ -147,6 +148,7 @@ class _Plan:
         inp: Validator | None,
         out: Validator | None,
         run: DirectRun | None,
+        transport: Transport | None,
     ) -> None:
         self.card = card
         # Visible to every caller, so the flattened path need not ask ``visible``.
@@ -155,6 +157,7 @@ class _Plan:
         self.inp = inp
         self.out = out
         self.run = run
+        self.transport = transport
 
 
 class Runtime:
@@ -380,9 +383,10 @@ class Runtime:
             if applies is None or applies(card):
                 chain = _link(mw, chain)
         out = card.output_schema
-        run = None
+        run = transport = None
         if chain == self._execute:
-            offer = getattr(self.transport(card.transport), "direct", None)
+            transport = self.transport(card.transport)
+            offer = getattr(transport, "direct", None)
             run = offer(card) if offer is not None else None
         inp = validator_for(card.input_schema)
         plan = _Plan(
@@ -392,6 +396,7 @@ class Runtime:
             inp=None if inp.any_dict else inp,
             out=None if out is None else validator_for(out),
             run=run,
+            transport=transport,
         )
         self._plans[card] = plan
         return plan
@@ -512,18 +517,13 @@ class Runtime:
             if parent is not None:
                 self._check_nested(card, parent)
                 deadline = min(deadline, parent.deadline)
-            ctx = CallContext(
-                runtime=self,
-                card=card,
-                args=args,
-                caller=caller,
-                call_id=call_id,
-                deadline=deadline,
-                sink=sink,
-                parent=parent,
-                started=now,
-            )
-            return await plan.chain(ctx)
+            ctx = CallContext(self, card, args, caller, call_id, deadline, sink, parent, now)
+            transport = plan.transport
+            if transport is None:
+                return await plan.chain(ctx)
+            # No middleware: the executor's work, without its coroutine.
+            raw = await transport.call(card, args, ctx)
+            return self._result(plan, call_id, raw, ctx.events, _monotonic() - now)
         except SkillyardError as exc:
             _annotate(exc, tool, call_id)
             raise
@@ -606,15 +606,15 @@ class Runtime:
         """Check a transport's answer against the output schema and make the call's result."""
         if plan.out is not None:
             _check_output(plan.card, plan.out, raw.output)
-        return CallResult(
-            tool=plan.card.name,
-            call_id=call_id,
-            output=raw.output,
-            content=raw.content,
-            llm_context=raw.llm_context,
-            events=tuple(events) + raw.events if events else raw.events,
-            usage=raw.usage,
-            timing={"duration_us": elapsed * 1e6},
+        return plain_result(
+            plan.card.name,
+            call_id,
+            raw.output,
+            elapsed * 1e6,
+            raw.content,
+            raw.llm_context,
+            tuple(events) + raw.events if events else raw.events,
+            raw.usage,
         )
 
     async def resume(
