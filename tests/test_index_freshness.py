@@ -51,7 +51,11 @@ class Home:
         """In ``aged`` mode, make sure the next edit gets a later ctime than any stamp."""
         if self.mode != "aged":
             return
-        newest = max(max(sig[5::6]) for sig, racy in self.stamps().values() if racy is None)
+        newest = max(
+            os.lstat(os.path.join(d, n)).st_ctime_ns
+            for d, dirs, files in os.walk(self.tmp)
+            for n in [".", *dirs, *files]
+        )
         probe = self.tmp / "tick-probe"
         deadline = time.monotonic() + 5
         while True:
@@ -147,10 +151,17 @@ def test_removed_file_changes_the_digest_and_a_removed_reference_breaks(home):
     assert found.problems[0].kind == "broken" and "stats.output.json" in found.problems[0].message
 
 
-def test_removed_package_is_gone(home):
+def test_removed_package_is_gone_and_so_is_its_row(home):
+    other = home.user / "other-tools"
+    shutil.copytree(EXAMPLES / "text-tools", other)
+    assert "other-tools" in home.discover().packages
+    elsewhere = discover({"user": [home.tmp / "elsewhere"]}, index=PackageIndex(home.store))
+    assert elsewhere.packages == {}
+    assert set(home.stamps()) == {"text-tools", "other-tools"}  # other roots keep their rows
     shutil.rmtree(home.pkg)
     found = home.discover()
-    assert found.packages == {} and found.problems == []
+    assert list(found.packages) == ["other-tools"] and found.problems == []
+    assert set(home.stamps()) == {"other-tools"}
 
 
 def test_package_replaced_by_a_copy_with_the_same_times_is_loaded_again(home):
@@ -280,7 +291,7 @@ def test_a_state_file_that_cannot_be_written_only_costs_a_reload(tmp_path, monke
     def locked(rows):
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(PackageIndex, "_write", lambda self, rows: locked(rows))
+    monkeypatch.setattr(PackageIndex, "_write", lambda self, rows, gone: locked(rows))
     for _ in range(2):
         found = h.discover()
         assert list(found.packages) == ["text-tools"] and not found.problems

@@ -24,10 +24,17 @@ contents, and the next discovery trusts it only after a full walk and that hash 
 (then the stamp is stored again, no longer racy when the files have aged). Anything
 that differs, or fails, is a miss: the package is loaded and validated again from
 scratch. Broken packages are never cached, so their error is reported every time.
+Like the card digest, stamps leave out the ``__pycache__``, ``.git``, ``.venv`` and
+``node_modules`` directories: what changes inside them does not make a package stale.
 
-The cached package itself is stored as compact JSON and rebuilt without re-running
-validation; cards that came out of the index are equal to the loader's cards, with
-the same :attr:`~skillyard.card.Card.digest` (sha256 over the package's files).
+The cached package is stored as compact JSON and rebuilt without re-running
+validation. Cards that come out of the index are :class:`~skillyard.card.Card`
+instances equal to the loader's (a private subclass that decodes its two schemas on
+first access; listing and resolving tools never need them), with the same
+:attr:`~skillyard.card.Card.digest`: sha256 over the relative names and contents of
+the package's files, computed by the loader. Rows of packages a discovery no longer
+finds under the roots it walked are dropped at its end, in the same transaction as
+the rows it wrote.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -166,7 +174,7 @@ _LAYOUT = hashlib.sha1(
 ).hexdigest()[:12]
 # Rows of another layout or another release are misses; bump the first number when a loader's
 # output changes shape within a release.
-_VERSION = f"4:{__version__}:{_LAYOUT}"
+_VERSION = f"5:{__version__}:{_LAYOUT}"
 
 _interned: dict[tuple[type, str], Any] = {}
 
@@ -267,29 +275,45 @@ def _encode(pkg: SkillPackage, path: str, layer: str) -> bytes:
             cards,
             pkg.permissions,
             list(pkg.config),
-            {k: str(v) for k, v in pkg.help.items()},
+            {k: _help_path(str(v), path) for k, v in pkg.help.items()},
         ]
     )
 
 
-def _decode(blob: bytes, path: str, layer: str) -> SkillPackage:
+def _help_path(value: str, path: str) -> str | list[str]:
+    # A help file inside the package is stored relative to it, as a one-item list.
+    if value.startswith(path + "/") and Path(path) / value[len(path) + 1 :] == Path(value):
+        return [value[len(path) + 1 :]]
+    return value
+
+
+def _decode(blob: bytes, path: str, layer: str, parents: dict[str, Path]) -> SkillPackage:
     pid, version, description, runtime, digest, fmt, cards, perms, config, help_ = orjson.loads(
         blob
     )
     same = {"id": pid, "version": version, "digest": digest, "root": layer, "source": path}
+    # Joining a name to its root's Path, parsed once, costs half of parsing the whole path.
+    parent, _, name = path.rpartition("/")
+    if parent and name:
+        base = parents.get(parent)
+        if base is None:
+            base = parents[parent] = Path(parent)
+        pkg_path = base / name
+    else:
+        pkg_path = Path(path)
     fields = {
         "id": pid,
         "version": version,
         "description": description,
         "runtime": runtime,
-        "path": Path(path),
+        "path": pkg_path,
         "root": layer,
         "digest": digest,
         "format": fmt,
         "cards": tuple([_card(c, same) for c in cards]),
         "permissions": perms,
         "config": tuple(config),
-        "help": {k: Path(v) for k, v in help_.items()},
+        "help": {k: pkg_path / v[0] if type(v) is list else Path(v) for k, v in help_.items()},
     }
     if not _PKG_DIRECT:
         return SkillPackage(**fields)
@@ -333,6 +357,8 @@ class PackageIndex:
         )
         self._rows: dict[tuple[str, str], _Row] | None = None
         self._pending: dict[tuple[str, str], _Row] = {}
+        self._parents: dict[str, Path] = {}
+        self._kept: set[tuple[str, str]] = set()
 
     def _all(self) -> dict[tuple[str, str], _Row]:
         if self._rows is None:
@@ -350,10 +376,14 @@ class PackageIndex:
         try:
             names = row.names.split("\0")
             if row.racy is None:
-                return row.package if _unchanged(path, names, row.sig) else None
-            return self._verify(path, layer, names, row)
+                blob = row.package if _unchanged(path, names, row.sig) else None
+            else:
+                blob = self._verify(path, layer, names, row)
         except Exception:  # a damaged stamp, or a file that vanished mid-check: a miss
             return None
+        if blob is not None:
+            self._kept.add((path, layer))
+        return blob
 
     def _verify(self, path: str, layer: str, names: list[str], row: _Row) -> bytes | None:
         # A racy stamp: equal signatures may hide an edit made within one timestamp tick,
@@ -371,7 +401,7 @@ class PackageIndex:
     def package(self, blob: bytes, path: str, layer: str) -> SkillPackage | None:
         """Rebuild a stored package (``None`` for a damaged row)."""
         try:
-            return _decode(blob, path, layer)
+            return _decode(blob, path, layer, self._parents)
         except Exception:  # a damaged row is a miss: the package is loaded afresh
             return None
 
@@ -399,22 +429,38 @@ class PackageIndex:
     def _store(self, path: str, layer: str, row: _Row) -> None:
         self._all()[(path, layer)] = row
         self._pending[(path, layer)] = row
+        self._kept.add((path, layer))
 
-    def flush(self) -> None:
-        """Write the rows stored since the last flush, in one transaction."""
-        if not self._pending:
-            return
+    def flush(self, scanned: Iterable[tuple[str, str]] = ()) -> None:
+        """Write the rows stored since the last flush, in one transaction.
+
+        ``scanned`` names the (root directory, layer) pairs a discovery walked completely:
+        their rows that it neither found fresh nor stored (removed packages, directories
+        that are no longer packages, packages now broken) are dropped.
+        """
+        where = set(scanned)
+        gone = [
+            key
+            for key in self._all()
+            if key not in self._kept and (key[0].rpartition("/")[0], key[1]) in where
+        ]
         rows = [(path, layer, *row) for (path, layer), row in self._pending.items()]
         self._pending.clear()
+        self._kept.clear()
+        if not rows and not gone:
+            return
+        for key in gone:
+            del self._all()[key]
         try:
-            self._write(rows)
+            self._write(rows, gone)
         except sqlite3.Error:
             # The index is a cache: a state file that is locked or read-only only means the
             # packages are validated again next time, never a failed discovery.
             self._rows = None
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, rows: list[tuple[Any, ...]], gone: list[tuple[str, str]]) -> None:
         with self.store.transaction() as conn:
+            conn.executemany("DELETE FROM package_index WHERE path = ? AND layer = ?", gone)
             conn.executemany(
                 "INSERT INTO package_index(path, layer, version, names, sig, racy, package) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(path, layer) DO UPDATE SET "

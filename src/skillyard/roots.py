@@ -153,14 +153,17 @@ def discover(
     if unknown:
         raise ConfigError(f"unknown root layer {unknown[0]!r}; use root, project or user")
     found = Discovery()
+    scanned = []
     with _gc_paused():
         owner: dict[str, str] = {}
         for layer in LAYERS:
             for directory in roots.get(layer, ()):
-                for pkg_dir in _candidates(str(Path(directory))):
+                where = str(Path(directory))
+                scanned.append((where, layer))
+                for pkg_dir in _candidates(where):
                     _discover_one(found, owner, pkg_dir, layer, index)
     if index is not None:
-        index.flush()  # one commit for every package (re)stamped by this discovery
+        index.flush(scanned)  # one commit for every package (re)stamped or gone
     return found
 
 
