@@ -138,10 +138,11 @@ def content_hash(path: str, names: list[str], sig: list[int]) -> str:
 # -- the stored package ---------------------------------------------------------------------
 
 # A stored package is a JSON array; each card a JSON object holding the card's fields, except
-# that its policy and limits are JSON text (their exact interning key: most cards of a home
-# share a handful, built once and rarely even parsed), its schemas are JSON text decoded on
-# first use (listing and resolving tools never need them), and the fields that repeat the
-# package's id, version, digest, layer and path are left out.
+# that its policy and limits are indexes into the package's list of distinct ones, kept as JSON
+# text (their exact interning key: most cards of a home share a handful, built once and rarely
+# even parsed), its schemas are JSON text decoded on first use (listing and resolving tools
+# never need them), and the fields that repeat the package's id, version, digest, layer and
+# path are left out.
 _CARD_FIELDS = tuple(Card.__dataclass_fields__)
 _LAZY = ("input_schema", "output_schema")
 _SAME = ("id", "version", "digest", "root", "source")
@@ -174,7 +175,7 @@ _LAYOUT = hashlib.sha1(
 ).hexdigest()[:12]
 # Rows of another layout or another release are misses; bump the first number when a loader's
 # output changes shape within a release.
-_VERSION = f"5:{__version__}:{_LAYOUT}"
+_VERSION = f"6:{__version__}:{_LAYOUT}"
 
 _interned: dict[tuple[type, str], Any] = {}
 
@@ -231,11 +232,14 @@ for _name in _LAZY:
     setattr(_StoredCard, _name, _Schemas(_name))
 
 
-def _card(data: dict[str, Any], same: dict[str, str]) -> Card:
+def _card(data: dict[str, Any], same: dict[str, str], shared: list[Any]) -> Card:
     # Rows were written by _encode from validated cards, so they are rebuilt without the
     # frozen dataclass __init__ (~6 us a card, most of a warm start's cost).
-    data["policy"] = _value(Policy, data["policy"])
-    data["limits"] = _value(Limits, data["limits"])
+    policy, limits = data["policy"], data["limits"]
+    data["policy"] = shared[policy]
+    data["limits"] = shared[limits]
+    if type(data["policy"]) is not Policy or type(data["limits"]) is not Limits:
+        raise ValueError("index row does not hold a complete card")
     data["roles"] = tuple(data["roles"])
     data["capabilities"] = tuple(data["capabilities"])
     if len(data) == _TRIMMED:  # the usual case: every repeated field was left out
@@ -255,10 +259,14 @@ def _card(data: dict[str, Any], same: dict[str, str]) -> Card:
 def _encode(pkg: SkillPackage, path: str, layer: str) -> bytes:
     same = dict(zip(_SAME, (pkg.id, pkg.version, pkg.digest, layer, path), strict=True))
     cards = []
+    shared: list[list[str]] = []  # ["policy", json text] or ["Limits", json text], each once
     for card in pkg.cards:
         data = card.to_dict()  # the documented lossless JSON form
-        data["policy"] = orjson.dumps(data["policy"]).decode()
-        data["limits"] = orjson.dumps(data["limits"]).decode()
+        for key in ("policy", "limits"):
+            entry = [key, orjson.dumps(data[key]).decode()]
+            if entry not in shared:
+                shared.append(entry)
+            data[key] = shared.index(entry)
         data["_schemas"] = orjson.dumps([data.pop(name) for name in _LAZY]).decode()
         for key, value in same.items():
             if data[key] == value:
@@ -276,6 +284,7 @@ def _encode(pkg: SkillPackage, path: str, layer: str) -> bytes:
             pkg.permissions,
             list(pkg.config),
             {k: _help_path(str(v), path) for k, v in pkg.help.items()},
+            shared,
         ]
     )
 
@@ -288,9 +297,10 @@ def _help_path(value: str, path: str) -> str | list[str]:
 
 
 def _decode(blob: bytes, path: str, layer: str, parents: dict[str, Path]) -> SkillPackage:
-    pid, version, description, runtime, digest, fmt, cards, perms, config, help_ = orjson.loads(
-        blob
+    (pid, version, description, runtime, digest, fmt, cards, perms, config, help_, values) = (
+        orjson.loads(blob)
     )
+    shared = [_value(Policy if kind == "policy" else Limits, text) for kind, text in values]
     same = {"id": pid, "version": version, "digest": digest, "root": layer, "source": path}
     # Joining a name to its root's Path, parsed once, costs half of parsing the whole path.
     parent, _, name = path.rpartition("/")
@@ -310,7 +320,7 @@ def _decode(blob: bytes, path: str, layer: str, parents: dict[str, Path]) -> Ski
         "root": layer,
         "digest": digest,
         "format": fmt,
-        "cards": tuple([_card(c, same) for c in cards]),
+        "cards": tuple([_card(c, same, shared) for c in cards]),
         "permissions": perms,
         "config": tuple(config),
         "help": {k: pkg_path / v[0] if type(v) is list else Path(v) for k, v in help_.items()},
