@@ -299,3 +299,25 @@ def test_a_state_file_that_cannot_be_written_only_costs_a_reload(tmp_path, monke
     monkeypatch.undo()
     h.discover()
     assert list(h.stamps()) == ["text-tools"]
+
+
+def test_content_hash_never_opens_a_fifo_that_replaced_a_file(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "data.txt").write_text("x")
+    stamp = skillyard.index.scan(str(pkg))
+    assert stamp is not None
+    (pkg / "data.txt").unlink()
+    os.mkfifo(pkg / "data.txt")  # swapped after the walk: must not block on open
+    with pytest.raises(OSError, match="no longer a regular file"):
+        skillyard.index.content_hash(str(pkg), *stamp)
+
+
+def test_a_package_too_large_to_hash_is_loaded_but_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(skillyard.index, "RACY_NS", RACY)
+    monkeypatch.setattr(skillyard.index, "MAX_PACKAGE_BYTES", 100)
+    h = Home(tmp_path, "racy")
+    for _ in range(2):
+        found = h.discover()
+        assert list(found.packages) == ["text-tools"] and not found.problems
+    assert h.stamps() == {}

@@ -52,7 +52,7 @@ import orjson
 
 from skillyard import __version__
 from skillyard.card import Card, Limits, Policy
-from skillyard.manifests import _SKIP_DIRS, MAX_PACKAGE_FILES, SkillPackage
+from skillyard.manifests import _SKIP_DIRS, MAX_PACKAGE_BYTES, MAX_PACKAGE_FILES, SkillPackage
 from skillyard.store import Store
 
 RACY_NS = 3_000_000_000
@@ -121,13 +121,22 @@ def _newest(sig: list[int]) -> int:
 
 
 def content_hash(path: str, names: list[str], sig: list[int]) -> str:
-    """sha256 over every entry's name and content (a symlink's target for links)."""
+    """sha256 over every entry's name and content (a symlink's target for links).
+
+    Raises OSError for a package larger than a package may be (the loader then says so)
+    and for a file that is no longer a regular file (it is never opened as a FIFO).
+    """
+    if sum(sig[3::_SIG]) > MAX_PACKAGE_BYTES:
+        raise OSError(f"{path}: larger than {MAX_PACKAGE_BYTES} bytes")
     h = hashlib.sha256()
     for n, rel in enumerate(names):
         mode = sig[n * _SIG]
         h.update(rel.encode("utf-8", "surrogateescape") + b"\0")
         if stat.S_ISREG(mode):
-            with open(path + rel, "rb") as f:
+            fd = os.open(path + rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"{path + rel}: no longer a regular file")
                 h.update(hashlib.file_digest(f, "sha256").digest())
         elif stat.S_ISLNK(mode):
             h.update(os.fsencode(os.readlink(path + rel)))
