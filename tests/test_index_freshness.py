@@ -223,7 +223,7 @@ def test_same_tick_edit_behind_equal_signatures_is_caught_by_content(tmp_path, m
     assert h.stamps()["text-tools"][1] is not None
     stamp = skillyard.index.scan(str(h.pkg))
     (names,) = h.store.query("SELECT names FROM package_index")[0]
-    assert stamp is not None and stamp[0] == names.split("\0")
+    assert stamp is not None and stamp[0] == names.decode().split("\0")
     h.store.execute("UPDATE package_index SET sig = ?", (orjson.dumps(stamp[1]),))
     expect_fresh(h)
 
@@ -246,8 +246,9 @@ def test_a_damaged_stamp_is_a_miss(tmp_path, monkeypatch):
     damage = [
         ("sig", b"["),
         ("sig", b"[1, 2]"),
-        ("names", ""),
-        ("names", "\0/nothing-here"),
+        ("names", b""),
+        ("names", b"\0/nothing-here"),
+        ("names", b"\xff"),
         ("racy", "0" * 64),
         ("version", "0"),
     ]

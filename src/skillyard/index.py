@@ -184,7 +184,7 @@ _LAYOUT = hashlib.sha1(
 ).hexdigest()[:12]
 # Rows of another layout or another release are misses; bump the first number when a loader's
 # output changes shape within a release.
-_VERSION = f"6:{__version__}:{_LAYOUT}"
+_VERSION = f"7:{__version__}:{_LAYOUT}"
 
 _interned: dict[tuple[type, str], Any] = {}
 
@@ -343,7 +343,7 @@ def _decode(blob: bytes, path: str, layer: str, parents: dict[str, Path]) -> Ski
 
 class _Row(NamedTuple):
     version: str
-    names: str  # entry names joined by NUL, the package directory ("") first
+    names: bytes  # UTF-8 entry names joined by NUL, the package directory ("") first
     sig: bytes  # JSON array of _SIG ints per entry
     racy: str | None  # content hash when the stamp is racy
     package: bytes
@@ -369,7 +369,7 @@ class PackageIndex:
                 [
                     "DROP TABLE package_index",
                     "CREATE TABLE package_index (path TEXT NOT NULL, layer TEXT NOT NULL, "
-                    "version TEXT NOT NULL, names TEXT NOT NULL, sig BLOB NOT NULL, racy TEXT, "
+                    "version TEXT NOT NULL, names BLOB NOT NULL, sig BLOB NOT NULL, racy TEXT, "
                     "package BLOB NOT NULL, PRIMARY KEY (path, layer))",
                 ],
             ],
@@ -393,7 +393,7 @@ class PackageIndex:
         if row is None or row.version != _VERSION:
             return None
         try:
-            names = row.names.split("\0")
+            names = row.names.decode().split("\0")
             if row.racy is None:
                 blob = row.package if _unchanged(path, names, row.sig) else None
             else:
@@ -433,12 +433,12 @@ class PackageIndex:
             if stamp is None:
                 return None
             names, sig = stamp
-            text = "\0".join(names)
-            text.encode()  # a name that is not UTF-8 cannot be stored: such packages stay uncached
+            # A name that is not UTF-8 cannot be stored: such packages stay uncached.
+            joined = "\0".join(names).encode()
             racy = content_hash(path, names, sig) if _newest(sig) >= started - RACY_NS else None
         except (OSError, UnicodeError):
             return None
-        return _Row(_VERSION, text, orjson.dumps(sig), racy, b"")
+        return _Row(_VERSION, joined, orjson.dumps(sig), racy, b"")
 
     def put(self, path: str, layer: str, stamp: _Row | None, pkg: SkillPackage) -> None:
         """Remember a package just loaded from scratch under the stamp taken before."""
