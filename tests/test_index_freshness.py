@@ -322,3 +322,28 @@ def test_a_package_too_large_to_hash_is_loaded_but_not_cached(tmp_path, monkeypa
         found = h.discover()
         assert list(found.packages) == ["text-tools"] and not found.problems
     assert h.stamps() == {}
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_discovery_leaves_the_cyclic_collector_as_it_found_it(tmp_path, monkeypatch, enabled):
+    import gc
+
+    import skillyard.roots
+
+    seen = []
+    real = skillyard.roots.load_package
+
+    def load(*a, **k):
+        seen.append(gc.isenabled())  # loaders run with the collector the host chose
+        return real(*a, **k)
+
+    monkeypatch.setattr(skillyard.roots, "load_package", load)
+    h = Home(tmp_path, "racy")
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        h.discover()
+        h.discover()
+        assert gc.isenabled() is enabled and seen == [enabled]
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -129,16 +129,28 @@ def _candidates(directory: str) -> list[str]:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused() -> Iterator[bool]:
     # Rebuilding a thousand cached packages allocates ~10^5 containers, none of them garbage;
     # the cyclic collector would walk them over and over (a third of a warm discovery).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        yield
+        yield enabled
     finally:
         if enabled:
             gc.enable()
+
+
+@contextmanager
+def _gc_resumed(enabled: bool) -> Iterator[None]:
+    # Loaders parse and validate at length and may leave cycles behind: collect meanwhile.
+    if enabled:
+        gc.enable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.disable()
 
 
 def discover(
@@ -154,21 +166,26 @@ def discover(
         raise ConfigError(f"unknown root layer {unknown[0]!r}; use root, project or user")
     found = Discovery()
     scanned = []
-    with _gc_paused():
+    with _gc_paused() as collect:
         owner: dict[str, str] = {}
         for layer in LAYERS:
             for directory in roots.get(layer, ()):
                 where = str(Path(directory))
                 scanned.append((where, layer))
                 for pkg_dir in _candidates(where):
-                    _discover_one(found, owner, pkg_dir, layer, index)
+                    _discover_one(found, owner, pkg_dir, layer, index, collect)
     if index is not None:
         index.flush(scanned)  # one commit for every package (re)stamped or gone
     return found
 
 
 def _discover_one(
-    found: Discovery, owner: dict[str, str], pkg_dir: str, layer: str, index: PackageIndex | None
+    found: Discovery,
+    owner: dict[str, str],
+    pkg_dir: str,
+    layer: str,
+    index: PackageIndex | None,
+    collect: bool,
 ) -> None:
     # A package the index holds unchanged is known to have a manifest: no need to look.
     cached = index.fresh(pkg_dir, layer) if index is not None else None
@@ -201,7 +218,8 @@ def _discover_one(
     pkg = index.package(cached, pkg_dir, layer) if index is not None and cached else None
     if pkg is None:
         try:
-            pkg = _load(pkg_dir, layer, index)
+            with _gc_resumed(collect):
+                pkg = _load(pkg_dir, layer, index)
         except SkillyardError as exc:
             # A loader that refuses on permissions (a wasm module's requirements)
             # is a refusal, not a broken package.
