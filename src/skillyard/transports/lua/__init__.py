@@ -111,6 +111,7 @@ class _Plan:
     step: int
     bytecode: bytes | None
     thread: bool
+    token: int  # names this entry and its limits in an isolate's runner cache
 
 
 def _timeout(card: Card, ctx: CallContext | None) -> float:
@@ -183,6 +184,7 @@ class LuaTransport:
         self._pools: dict[tuple[str, str, int], list[Isolate]] = {}
         self._entries: dict[tuple[str, str, str], tuple[Path, str, str | None]] = {}
         self._plans: dict[int, tuple[Card, _Plan]] = {}
+        self._tokens: dict[tuple[str, str | None, float, int], int] = {}
         import lupa.lua54 as lupa
 
         self._lua_memory_error = lupa.LuaMemoryError
@@ -194,7 +196,7 @@ class LuaTransport:
     def new_isolate(self, memory_limit: int) -> Isolate:
         """A fresh sandboxed VM with ``memory_limit`` bytes for the skill."""
         api = LocalApi()
-        iso = Isolate(memory_limit=memory_limit, api=api.functions())
+        iso = Isolate(memory_limit=memory_limit, fetch=api.fetch)
         api.iso = iso
         iso.current = api
         self.stats["isolates"] += 1
@@ -254,6 +256,7 @@ class LuaTransport:
         if self.isolation_for(card) == "warm":
             pool = self._pools.setdefault((card.id, card.digest, memory), [])
         budget = card.limits.instructions or self.instructions or math.inf
+        step = int(min(HOOK_STEP, budget))
         bytecode = self.compiler.compile(path, rel, card.digest) if card.digest else None
         plan = _Plan(
             path,
@@ -263,9 +266,10 @@ class LuaTransport:
             pool,
             self._modules(card),
             budget,
-            int(min(HOOK_STEP, budget)),
+            step,
             bytecode,
             bool(card.options.get("thread")),
+            self._tokens.setdefault((rel, fn_key, budget, step), len(self._tokens)),
         )
         self._plans[id(card)] = (card, plan)
         return plan
@@ -289,6 +293,14 @@ class LuaTransport:
                 res = await asyncio.to_thread(
                     self._threaded, loop, iso, card, ctx, chunk, plan, args
                 )
+            elif plan.bytecode is not None:
+                res = self._run(iso, card, ctx, chunk, plan, args)
+                if type(res) is not tuple:  # done, with one table
+                    raw = self._table_result(iso, card, res)
+                    reusable = True
+                    return raw
+                if res[0] != "done":
+                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
             else:
                 res = self._start(
                     iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
@@ -308,6 +320,18 @@ class LuaTransport:
                 pool.append(iso)
             else:
                 self.stats["discarded"] += 1
+
+    def _run(
+        self, iso: Isolate, card: Card, ctx: CallContext, chunk: Any, plan: _Plan, args: Any
+    ) -> Any:
+        """Start a call through the isolate's bound runner for this entry (one crossing)."""
+        try:
+            runner = iso.runners.get(plan.token)
+            if runner is None:
+                runner = iso.runner(plan.token, chunk, plan.fn_key, plan.budget, plan.step)
+            return runner(ctx.deadline, iso.to_lua(args))
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
 
     async def drive(
         self,
@@ -509,19 +533,22 @@ class LuaTransport:
             return SkillError(f"{card.name}: {card.operation}: {message}")
         return SkillError(f"{card.name}: {message}")
 
+    def _table_result(self, iso: Isolate, card: Card, value: Any) -> RawResult:
+        """The result of a call that returned one value other than a string."""
+        try:
+            output = iso.to_py(value)
+        except (ConversionError, UnicodeDecodeError) as exc:
+            raise self._translate(iso, card, None, 0, exc) from exc
+        size = len(orjson.dumps(output))
+        if size > card.limits.max_output_bytes:
+            raise OutputTooLarge(
+                f"{card.name}: output is {size} bytes; the limit is {card.limits.max_output_bytes}"
+            )
+        return RawResult(output=output)
+
     def _result(self, iso: Isolate, card: Card, values: tuple[Any, ...]) -> RawResult:
         if len(values) == 1 and type(values[0]) is not str:
-            try:
-                output = iso.to_py(values[0])
-            except (ConversionError, UnicodeDecodeError) as exc:
-                raise self._translate(iso, card, None, 0, exc) from exc
-            size = len(orjson.dumps(output))
-            if size > card.limits.max_output_bytes:
-                raise OutputTooLarge(
-                    f"{card.name}: output is {size} bytes; "
-                    f"the limit is {card.limits.max_output_bytes}"
-                )
-            return RawResult(output=output)
+            return self._table_result(iso, card, values[0])
         content = values[0] if values else None
         overflow = values[1] if len(values) > 1 else None
         hint = values[2] if len(values) > 2 else None

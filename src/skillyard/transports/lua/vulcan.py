@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from skillyard.transports.lua.isolate import ConversionError
+from skillyard.transports.lua.isolate import API_NAMES, SOURCES, ConversionError
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -67,15 +67,12 @@ class LocalApi:
         self.iso: Isolate | None = None
         self.state = IDLE
 
-    def functions(self) -> dict[str, Callable[..., Any]]:
-        return {
-            "json_encode": self.json_encode,
-            "json_decode": self.json_decode,
-            "path": self.path,
-            "log": self.log,
-            "context": self.context,
-            "module": self.module,
-        }
+    def fetch(self, name: Any) -> Any:
+        """What the harness asks for by name the first time it needs it: one of the helpers
+        below, or a shared chunk or clock from :data:`~skillyard.transports.lua.isolate.SOURCES`."""
+        if name in API_NAMES:
+            return getattr(self, name)
+        return SOURCES.get(name)
 
     # -- json ------------------------------------------------------------------------------
 
