@@ -33,10 +33,8 @@ from skillyard.errors import (
 from skillyard.transports.base import CallContext, RawResult
 from skillyard.transports.lua.isolate import MB, ConversionError, Isolate
 from skillyard.transports.lua.vulcan import (
-    IDLE,
     MAX_KEPT_ERRORS,
     MODULE_RE,
-    CallState,
     LocalApi,
 )
 
@@ -112,6 +110,7 @@ class _Plan:
     bytecode: bytes | None
     thread: bool
     token: int  # names this entry and its limits in an isolate's runner cache
+    chunkname: str
 
 
 def _timeout(card: Card, ctx: CallContext | None) -> float:
@@ -270,6 +269,7 @@ class LuaTransport:
             bytecode,
             bool(card.options.get("thread")),
             self._tokens.setdefault((rel, fn_key, budget, step), len(self._tokens)),
+            "@" + rel,
         )
         self._plans[id(card)] = (card, plan)
         return plan
@@ -279,9 +279,20 @@ class LuaTransport:
         pool = plan.pool
         iso = pool.pop() if pool else self.new_isolate(plan.memory)
         api: LocalApi = iso.current
-        api.state = CallState(card, ctx, plan.modules)
+        api.begin(card, ctx, plan.modules)
         reusable = False
         try:
+            if pool is None and plan.bytecode is not None and not plan.thread:
+                res = self._once(iso, card, ctx, plan, args)
+                if type(res) is not tuple:  # done, with one table
+                    raw = self._table_result(iso, card, res)
+                    reusable = True
+                    return raw
+                if res[0] != "done":
+                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
+                raw = self._result(iso, card, res[2:])
+                reusable = True
+                return raw
             chunk = iso.chunks.get(plan.rel)
             if chunk is None or plan.bytecode is None:
                 bytecode = plan.bytecode or self.compiler.compile(plan.path, plan.rel)
@@ -314,7 +325,7 @@ class LuaTransport:
             reusable = True
             raise
         finally:
-            api.state = IDLE
+            api.end()
             self.stats["calls"] += 1
             if pool is not None and reusable and not iso.dead and len(pool) < self.pool_size:
                 pool.append(iso)
@@ -332,6 +343,25 @@ class LuaTransport:
             return runner(ctx.deadline, iso.to_lua(args))
         except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
             raise self._translate(iso, card, ctx, plan.budget, exc) from exc
+
+    def _once(self, iso: Isolate, card: Card, ctx: CallContext, plan: _Plan, args: Any) -> Any:
+        """Load and start the entry in a fresh isolate with one crossing (``H.once``)."""
+        assert plan.bytecode is not None
+        try:
+            res = iso.once(
+                plan.bytecode,
+                plan.chunkname,
+                plan.fn_key,
+                iso.to_lua(args),
+                plan.budget,
+                ctx.deadline,
+                plan.step,
+            )
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
+        if type(res) is tuple and res[0] is None:
+            raise ConversionError(f"cannot load the compiled chunk {plan.rel}: {res[1]}")
+        return res
 
     async def drive(
         self,

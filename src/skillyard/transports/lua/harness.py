@@ -256,6 +256,13 @@ function H.bind(chunk, key, b, s)
     return finish_one(co_resume(CO, chunk, key, args))
   end
 end
+-- A fresh isolate's only call: load the entry's bytecode and run it in one crossing.
+function H.once(code, chunkname, key, b, d, s, args)
+  local chunk, err = load(code, chunkname, "b", {})
+  if not chunk then return nil, err end
+  begin(chunk, b, d, s)
+  return finish_one(co_resume(CO, chunk, key, args))
+end
 function H.resume(ok, v, code, message, id)
   return finish(co_resume(CO, ok, v, code, message, id))
 end

@@ -34,6 +34,15 @@ _NESTED = frozenset((dict, list, tuple))
 NULL_KEY = "\0skillyard.null"
 
 
+def _lua_table_type() -> type:
+    import lupa.lua54 as lupa
+
+    return type(lupa.LuaRuntime(register_eval=False, register_builtins=False).table())
+
+
+_LUA_TABLE: type | None = None
+
+
 class ConversionError(ValueError):
     """A Lua value cannot be expressed as JSON."""
 
@@ -101,6 +110,9 @@ class Isolate:
             max_memory=0,
         )
         self.lua_type = lupa.lua_type
+        global _LUA_TABLE
+        if _LUA_TABLE is None:
+            _LUA_TABLE = _lua_table_type()
         self.table_from = self.lua.table_from
         harness = self.lua.execute(harness_bytecode(), fetch, memory_limit, PATTERN_LIMIT)
         self.h = harness
@@ -133,6 +145,23 @@ class Isolate:
         if fn is None:
             fn = self.runners[token] = self.h.bind(chunk, key, budget, step)
         return fn
+
+    def once(
+        self,
+        bytecode: bytes,
+        chunkname: str,
+        key: str | None,
+        args: Any,
+        budget: float,
+        deadline: float,
+        step: int,
+    ) -> Any:
+        """Load an entry and run it in one crossing (a fresh isolate's only call).
+
+        Returns what a :meth:`runner` returns, or ``(None, message)`` if the bytecode does
+        not load."""
+        self.calls += 1
+        return self.h.once(bytecode, chunkname, key, budget, deadline, step, args)
 
     def start(
         self, chunk: Any, key: str | None, args: Any, budget: float, deadline: float, step: int
@@ -228,9 +257,10 @@ class Isolate:
             if math.isfinite(value):
                 return value
             raise ConversionError(f"{value} is not a JSON number")
-        kind = self.lua_type(value)
-        if kind != "table":
-            raise ConversionError(f"a Lua {kind or 'host'} value cannot be returned as JSON")
+        if t is not _LUA_TABLE:
+            kind = self.lua_type(value)
+            if kind != "table":
+                raise ConversionError(f"a Lua {kind or 'host'} value cannot be returned as JSON")
         fast = dict(value.items())
         for k, v in fast.items():
             if type(k) is not str or type(v) not in _SCALARS:

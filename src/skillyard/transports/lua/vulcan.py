@@ -66,6 +66,26 @@ class LocalApi:
     def __init__(self) -> None:
         self.iso: Isolate | None = None
         self.state = IDLE
+        self.own = CallState()  # reused by each call into this isolate (see ``begin``)
+
+    def begin(
+        self,
+        card: Card,
+        ctx: CallContext | None,
+        modules: Callable[[str], tuple[bytes, str]] | None,
+    ) -> None:
+        """Point the helpers at a new call: same as a fresh ``CallState``, without making one."""
+        st = self.own
+        st.card, st.ctx, st.modules = card, ctx, modules
+        if st.errors:
+            st.errors = []
+        st.logged = 0
+        self.state = st
+
+    def end(self) -> None:
+        """No call in flight: the helpers see ``IDLE`` and hold on to nothing of the last one."""
+        self.state = IDLE
+        self.own.ctx = None
 
     def fetch(self, name: Any) -> Any:
         """What the harness asks for by name the first time it needs it: one of the helpers
