@@ -32,6 +32,8 @@ CASES = {
     "json-null-inside": "return {a = vulcan.json.null, b = {vulcan.json.null, 1}}",
     "json-null-alone": "return vulcan.json.null",
     "nil": "return nil",
+    "boolean": "return true",
+    "number": "return 42.5",
     "text": "return 'plain text'",
     "luaskills-tuple": "return 'text', 'truncate', 'a hint', {kept = true}",
     "bad-overflow-mode": "return 'text', 'explode'",
@@ -109,3 +111,29 @@ def test_extras_load_only_when_a_skill_needs_them(tmp_path, monkeypatch):
     )
     assert out == {"ok": False, "m": "X"}
     assert fetched == ["extra"]
+
+
+def test_a_discarded_fresh_isolate_is_freed_without_a_gc_pass(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from skillyard.transports.lua.vulcan import LocalApi
+
+    made: list[weakref.ref[LocalApi]] = []
+    original = LocalApi.__init__
+
+    def tracking(self: LocalApi) -> None:
+        original(self)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(LocalApi, "__init__", tracking)
+    write_lua_package(tmp_path, "return {x = 1}", options={"isolation": "fresh"})
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        gc.disable()
+        try:
+            assert rt.call("probe-run", {}).output == {"x": 1}
+            assert len(made) == 1
+            assert made[0]() is None  # the VM and its helpers went with the last reference
+        finally:
+            gc.enable()

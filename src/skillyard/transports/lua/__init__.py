@@ -331,6 +331,8 @@ class LuaTransport:
                 pool.append(iso)
             else:
                 self.stats["discarded"] += 1
+                if not plan.thread:  # a worker thread may still be running in the VM
+                    api.iso = None  # no cycle left: the VM is freed now, not by a gc pass
 
     def _run(
         self, iso: Isolate, card: Card, ctx: CallContext, chunk: Any, plan: _Plan, args: Any
