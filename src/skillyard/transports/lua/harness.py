@@ -105,7 +105,8 @@ FROZEN[NULL] = true
 -- what the extras read of the call in flight: its _ENV, its require cache, its context
 local ST = {}
 
--- 4. The extras chunk, loaded the first time a skill needs one of its parts.
+-- 4. The extras chunk, loaded the first time a skill (or a session) needs one of its parts.
+local ENV_MT, DONE, prepare, begin, finish, setco  -- the driver's, defined below
 local X
 local function extra()
   if X == nil then
@@ -114,7 +115,7 @@ local function extra()
       setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
       tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
       co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
-      rawequal)
+      rawequal, ENV_MT, DONE, prepare, begin, finish, setco)
   end
   return X
 end
@@ -184,33 +185,30 @@ setmetatable(BASE, {__index = function(_, k)
   rawset(BASE, k, v)
   return v
 end})
-local ENV_MT = {__index = BASE, __metatable = false}
+ENV_MT = {__index = BASE, __metatable = false}
 G.string, G.table, G.math, G.utf8, G.coroutine = nil, nil, nil, nil, nil
 
 -- 7. The driver: one coroutine serves calls until one fails; host calls come back to
 -- Python as yields, results as a DONE yield that leaves the coroutine ready for the next call.
 local CO, CO_STEP
-local DONE = setmetatable({}, {__metatable = false})
-local function body(chunk, key, args)
-  local r = chunk()
-  if key ~= nil then
-    if type(r) ~= "table" then
-      error({entry = "the entry file must return a table of functions, got " .. type(r)})
-    end
-    r = r[key]
-  end
-  if type(r) ~= "function" then
-    error({entry = "the entry did not provide a function" .. (key and (" named " .. key) or "")
-      .. ", got " .. type(r)})
-  end
-  return r(args)
-end
+DONE = setmetatable({}, {__metatable = false})
 local function server(chunk, key, args)
   while true do
-    chunk, key, args = co_yield(DONE, body(chunk, key, args))
+    local r = chunk()
+    if key ~= nil then
+      if type(r) ~= "table" then
+        error({entry = "the entry file must return a table of functions, got " .. type(r)})
+      end
+      r = r[key]
+    end
+    if type(r) ~= "function" then
+      error({entry = "the entry did not provide a function" .. (key and (" named " .. key) or "")
+        .. ", got " .. type(r)})
+    end
+    chunk, key, args = co_yield(DONE, r(args))
   end
 end
-local function finish(ok, a, ...)
+finish = function(ok, a, ...)
   if not ok then
     CO = nil
     if fatal(a) then return "limit", tripped end
@@ -221,11 +219,11 @@ local function finish(ok, a, ...)
   CO = nil
   return "error", "coroutine.yield was called outside of a coroutine"
 end
-local function prepare(b, d, s, env)
+prepare = function(b, d, s, env)
   used, budget, deadline, step, tripped = 0, b, d, s, nil
   ST.env, ST.loaded, ST.ctx = env, nil, nil
 end
-local function begin(chunk, b, d, s)
+begin = function(chunk, b, d, s)
   local env = setmetatable({_G = false}, ENV_MT)
   env._G = env
   prepare(b, d, s, env)
@@ -236,12 +234,12 @@ local function begin(chunk, b, d, s)
     sethook(CO, hook, "", s)
     CO_STEP = s
   end
+  return CO
 end
-local H = {}
-function H.call(chunk, key, args, b, d, s)
-  begin(chunk, b, d, s)
-  return finish(co_resume(CO, chunk, key, args))
-end
+setco = function(co) CO = co end
+-- Entry points for Python; the ones only sessions, options.thread and errors in a
+-- skill's first load need (call, eval, newenv, compile) come with the extras.
+local H = setmetatable({}, {__index = function(_, k) return extra().H[k] end})
 -- The warm path's entry: the chunk, key and limits bound once per isolate, so a call
 -- crosses with two values; a call that returns one table gives back just that table.
 local function finish_one(ok, a, ...)
@@ -266,23 +264,6 @@ end
 function H.resume(ok, v, code, message, id)
   return finish(co_resume(CO, ok, v, code, message, id))
 end
--- persistent environments for runtime sessions: globals survive between evals
-function H.newenv()
-  local env = setmetatable({}, ENV_MT)
-  env._G = env
-  return env
-end
-local function run_chunk(chunk, _, args) return DONE, chunk(args) end
-function H.eval(env, code, args, b, d, s)
-  local chunk, err = load(code, "=eval", "t", env)
-  if not chunk then return "error", err end
-  prepare(b, d, s, env)
-  CO = newco(run_chunk)
-  return finish(co_resume(CO, chunk, nil, args))
-end
-function H.compile(code, chunkname)
-  return load(code, chunkname, "b", {})
-end
 function H.describe(e)
   -- never calls a metamethod: this runs outside the hooked coroutine
   local t = type(e)
@@ -297,7 +278,6 @@ function H.describe(e)
   end
   return nil, "an error value of type " .. t
 end
-function H.memory() return collectgarbage("count") end
 H.null = NULL
 return H
 """
@@ -308,7 +288,7 @@ local PY, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, NULL
   setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
   tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
   co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
-  rawequal = ...
+  rawequal, ENV_MT, DONE, prepare, begin, finish, setco = ...
 local X = {}
 
 -- Protected wrappers: nothing may swallow a limit error.
@@ -487,5 +467,30 @@ function X.require(name)
   return r
 end
 function X.print(...) log("info", ...) end
+
+-- The driver's general entry points: the call any path can take, and runtime sessions.
+local H = {}
+function H.call(chunk, key, args, b, d, s)
+  return finish(co_resume(begin(chunk, b, d, s), chunk, key, args))
+end
+-- persistent environments for runtime sessions: globals survive between evals
+function H.newenv()
+  local env = setmetatable({}, ENV_MT)
+  env._G = env
+  return env
+end
+local function run_chunk(chunk, _, args) return DONE, chunk(args) end
+function H.eval(env, code, args, b, d, s)
+  local chunk, err = load(code, "=eval", "t", env)
+  if not chunk then return "error", err end
+  prepare(b, d, s, env)
+  local co = newco(run_chunk)
+  setco(co)
+  return finish(co_resume(co, chunk, nil, args))
+end
+function H.compile(code, chunkname)
+  return load(code, chunkname, "b", {})
+end
+X.H = H
 return X
 """
