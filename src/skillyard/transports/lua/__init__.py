@@ -275,7 +275,8 @@ class LuaTransport:
         return plan
 
     async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
-        plan = self._plan(card)
+        hit = self._plans.get(id(card))
+        plan = hit[1] if hit is not None and hit[0] is card else self._plan(card)
         pool = plan.pool
         iso = pool.pop() if pool else self.new_isolate(plan.memory)
         api: LocalApi = iso.current
@@ -305,7 +306,13 @@ class LuaTransport:
                     self._threaded, loop, iso, card, ctx, chunk, plan, args
                 )
             elif plan.bytecode is not None:
-                res = self._run(iso, card, ctx, chunk, plan, args)
+                runner = iso.runners.get(plan.token)
+                if runner is None:
+                    runner = iso.runner(plan.token, chunk, plan.fn_key, plan.budget, plan.step)
+                try:
+                    res = runner(ctx.deadline, iso.to_lua(args))
+                except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+                    raise self._translate(iso, card, ctx, plan.budget, exc) from exc
                 if type(res) is not tuple:  # done, with one table
                     raw = self._table_result(iso, card, res)
                     reusable = True
@@ -333,18 +340,6 @@ class LuaTransport:
                 self.stats["discarded"] += 1
                 if not plan.thread:  # a worker thread may still be running in the VM
                     api.iso = None  # no cycle left: the VM is freed now, not by a gc pass
-
-    def _run(
-        self, iso: Isolate, card: Card, ctx: CallContext, chunk: Any, plan: _Plan, args: Any
-    ) -> Any:
-        """Start a call through the isolate's bound runner for this entry (one crossing)."""
-        try:
-            runner = iso.runners.get(plan.token)
-            if runner is None:
-                runner = iso.runner(plan.token, chunk, plan.fn_key, plan.budget, plan.step)
-            return runner(ctx.deadline, iso.to_lua(args))
-        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
-            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
 
     def _once(self, iso: Isolate, card: Card, ctx: CallContext, plan: _Plan, args: Any) -> Any:
         """Load and start the entry in a fresh isolate with one crossing (``H.once``)."""
