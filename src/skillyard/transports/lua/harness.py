@@ -39,12 +39,6 @@ local ssub, sbyte, srep = string.sub, string.byte, string.rep
 local huge, mtype = math.huge, math.type
 local os_time, os_clock, os_date = os.time, os.clock, os.date
 local STRING, TABLE, MATH, UTF8, VERSION = string, table, math, utf8, _VERSION
--- Python helpers, fetched by name on first use
-local PY = setmetatable({}, {__index = function(t, k)
-  local v = fetch(k)
-  rawset(t, k, v)
-  return v
-end, __metatable = false})
 
 -- 1. Take away everything a skill must not reach, from the real globals as well.
 string.dump = nil
@@ -65,7 +59,7 @@ local function hook()
   if tripped then error(QUOTA, 0) end
   used = used + step
   if used > budget then tripped = "instructions"; error(QUOTA, 0) end
-  if now == nil then now = PY.now end
+  if now == nil then now = fetch("now") end
   if now() > deadline then tripped = "timeout"; error(QUOTA, 0) end
 end
 local function fatal(e)
@@ -96,12 +90,6 @@ local function freeze(real)
 end
 local HOSTREQ = setmetatable({}, {__metatable = false})
 local OURS = setmetatable({}, {__mode = "k"})  -- error objects made by mkerr (extras)
--- JSON null: one read-only marker table (a nil would leave holes in arrays)
-local NULL = setmetatable({["\0skillyard.null"] = true}, {
-  __newindex = readonly, __pairs = function() return next, {}, nil end,
-  __tostring = function() return "null" end, __metatable = false,
-})
-FROZEN[NULL] = true
 -- what the extras read of the call in flight: its _ENV, its require cache, its context
 local ST = {}
 
@@ -110,8 +98,8 @@ local ENV_MT, DONE, prepare, begin, finish, setco  -- the driver's, defined belo
 local X
 local function extra()
   if X == nil then
-    X = assert(load(PY.extra, "=skillyard.extra", "b", {}))(
-      PY, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, NULL, LIMIT,
+    X = assert(load(fetch("extra"), "=skillyard.extra", "b", {}))(
+      fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
       setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
       tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
       co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
@@ -278,18 +266,29 @@ function H.describe(e)
   end
   return nil, "an error value of type " .. t
 end
-H.null = NULL
 return H
 """
 
 # Loaded into an isolate the first time a skill needs one of these (see section 4 above).
 EXTRA = r"""
-local PY, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, NULL, LIMIT,
+local fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
   setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
   tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
   co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
   rawequal, ENV_MT, DONE, prepare, begin, finish, setco = ...
 local X = {}
+-- Python helpers, fetched by name on first use
+local PY = setmetatable({}, {__index = function(t, k)
+  local v = fetch(k)
+  rawset(t, k, v)
+  return v
+end, __metatable = false})
+-- JSON null: one read-only marker table (a nil would leave holes in arrays)
+local NULL = setmetatable({["\0skillyard.null"] = true}, {
+  __newindex = readonly, __pairs = function() return next, {}, nil end,
+  __tostring = function() return "null" end, __metatable = false,
+})
+FROZEN[NULL] = true
 
 -- Protected wrappers: nothing may swallow a limit error.
 local function after_pcall(ok, ...)
@@ -491,6 +490,7 @@ end
 function H.compile(code, chunkname)
   return load(code, chunkname, "b", {})
 end
+H.null = NULL
 X.H = H
 return X
 """
