@@ -94,16 +94,13 @@ local OURS = setmetatable({}, {__mode = "k"})  -- error objects made by mkerr (e
 local ST = {}
 
 -- 4. The extras chunk, loaded the first time a skill (or a session) needs one of its parts.
+-- What it is handed is packed into KIT at the end of this chunk: a closure capturing each
+-- of those locals would cost an upvalue apiece in every new VM.
 local ENV_MT, DONE, prepare, begin, finish, setco  -- the driver's, defined below
-local X
+local X, KIT
 local function extra()
   if X == nil then
-    X = assert(load(fetch("extra"), "=skillyard.extra", "b", {}))(
-      fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
-      setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
-      tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
-      co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
-      rawequal, ENV_MT, DONE, prepare, begin, finish, setco)
+    X = assert(load(fetch("extra"), "=skillyard.extra", "b", {}))(unpack(KIT, 1, KIT.n))
   end
   return X
 end
@@ -266,6 +263,12 @@ function H.describe(e)
   end
   return nil, "an error value of type " .. t
 end
+KIT = {
+  fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
+  setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
+  tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
+  co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
+  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, n = 46}
 return H
 """
 
