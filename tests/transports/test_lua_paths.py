@@ -99,7 +99,7 @@ def test_extras_load_only_when_a_skill_needs_them(tmp_path, monkeypatch):
         fetched.append(str(name))
         return original(self, name)
 
-    monkeypatch.setattr(LocalApi, "fetch", recording)
+    monkeypatch.setattr(LocalApi, "__call__", recording)  # the harness's fetch function
     assert run_lua(tmp_path, "return {x = #args.s}", {"s": "abc"}, options=MODES["fresh"]) == {
         "x": 3
     }

@@ -195,7 +195,7 @@ class LuaTransport:
     def new_isolate(self, memory_limit: int) -> Isolate:
         """A fresh sandboxed VM with ``memory_limit`` bytes for the skill."""
         api = LocalApi()
-        iso = Isolate(memory_limit=memory_limit, fetch=api.fetch)
+        iso = Isolate(memory_limit=memory_limit, fetch=api)
         api.iso = iso
         iso.current = api
         self.stats["isolates"] += 1
