@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from skillyard.errors import (
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
+from skillyard.transports.lua.compiler import Compiler
 from skillyard.transports.lua.isolate import MB, ConversionError, Isolate
 from skillyard.transports.lua.vulcan import (
     MAX_KEPT_ERRORS,
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 DEFAULT_MEMORY_MB = 64
 DEFAULT_POOL_SIZE = 4
 HOOK_STEP = 10_000
-MAX_SOURCE_BYTES = 4 * MB
 OVERFLOW_MODES = ("error", "truncate")
 # Host error codes (docs/host-api.md) rebuilt as HostError when the original was not kept.
 HOST_CODES = frozenset(
@@ -115,56 +114,6 @@ class _Plan:
 
 def _timeout(card: Card, ctx: CallContext | None) -> float:
     return card.limits.timeout_sec if ctx is None else ctx.deadline - ctx.started
-
-
-class Compiler:
-    """Compiles Lua source to bytecode once, in a VM that never runs skill code."""
-
-    def __init__(self) -> None:
-        import lupa.lua54 as lupa
-
-        self._lock = threading.Lock()
-        rt = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
-        self._compile = rt.eval(
-            "function(src, name) local f, err = load(src, name, 't')"
-            " if not f then return nil, err end return string.dump(f) end"
-        )
-        self._cache: dict[tuple[str, int, int], bytes] = {}
-        self._by_digest: dict[tuple[Path, str], bytes] = {}
-
-    def compile(self, path: Path, chunkname: str, digest: str = "") -> bytes:
-        """Bytecode of the Lua file at ``path``: cached by package digest, else by size and mtime."""
-        if digest:
-            hit = self._by_digest.get((path, digest))
-            if hit is not None:
-                return hit
-        try:
-            st = path.stat()
-        except OSError as exc:
-            raise TransportError(f"cannot read {chunkname}: {exc.strerror}") from exc
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        hit = self._cache.get(key)
-        if hit is not None:
-            if digest:
-                self._by_digest[(path, digest)] = hit
-            return hit
-        if st.st_size > MAX_SOURCE_BYTES:
-            raise TransportError(
-                f"{chunkname} is {st.st_size} bytes; the limit is {MAX_SOURCE_BYTES}"
-            )
-        source = path.read_bytes()
-        if source.startswith(b"\x1bLua"):
-            raise TransportError(f"{chunkname}: precompiled Lua bytecode is refused; ship source")
-        with self._lock:
-            result = self._compile(source, ("@" + chunkname).encode())
-        code = result[0] if isinstance(result, tuple) else result
-        if code is None:
-            err = result[1].decode("utf-8", "replace") if isinstance(result, tuple) else "?"
-            raise SkillError(f"{chunkname} does not compile: {err}")
-        self._cache[key] = code
-        if digest:
-            self._by_digest[(path, digest)] = code
-        return bytes(code)
 
 
 class LuaTransport:
@@ -562,6 +511,10 @@ class LuaTransport:
 
     def _table_result(self, iso: Isolate, card: Card, value: Any) -> RawResult:
         """The result of a call that returned one value other than a string."""
+        return RawResult(output=self.table_output(iso, card, value))
+
+    def table_output(self, iso: Isolate, card: Card, value: Any) -> Any:
+        """The JSON output of one returned value other than a string, size-checked."""
         try:
             output = iso.to_py(value)
         except (ConversionError, UnicodeDecodeError) as exc:
@@ -571,7 +524,7 @@ class LuaTransport:
             raise OutputTooLarge(
                 f"{card.name}: output is {size} bytes; the limit is {card.limits.max_output_bytes}"
             )
-        return RawResult(output=output)
+        return output
 
     def _result(self, iso: Isolate, card: Card, values: tuple[Any, ...]) -> RawResult:
         if len(values) == 1 and type(values[0]) is not str:
@@ -606,6 +559,13 @@ class LuaTransport:
         if isinstance(hint, str):
             events = ({"kind": "template_hint", "hint": hint},)
         return RawResult(output=output, content=text, events=events)
+
+    def direct(self, card: Card) -> Any:
+        """A synchronous run of ``card`` for the runtime's flattened path, or None (see
+        :mod:`skillyard.transports.lua.direct`)."""
+        from skillyard.transports.lua.direct import direct_run
+
+        return direct_run(self, card)
 
     async def health(self) -> dict[str, Any]:
         pooled = sum(len(p) for p in self._pools.values())

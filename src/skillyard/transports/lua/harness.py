@@ -62,6 +62,7 @@ local function hook()
   if now == nil then now = fetch("now") end
   if now() > deadline then tripped = "timeout"; error(QUOTA, 0) end
 end
+local function defer() tripped = "defer"; error(QUOTA, 0) end
 local function fatal(e)
   if tripped or rawequal(e, QUOTA) then return true end
   if rawequal(e, MEMERR) then tripped = "memory"; return true end
@@ -200,13 +201,16 @@ finish = function(ok, a, ...)
     return "error", a
   end
   if rawequal(a, DONE) then return "done", select("#", ...), ... end
-  if rawequal(a, HOSTREQ) then return "host", ... end
+  if rawequal(a, HOSTREQ) then
+    if ST.direct then CO = nil; return "host", false end  -- a direct run defers: drop it
+    return "host", ...
+  end
   CO = nil
   return "error", "coroutine.yield was called outside of a coroutine"
 end
 prepare = function(b, d, s, env)
   used, budget, deadline, step, tripped = 0, b, d, s, nil
-  ST.env, ST.loaded, ST.ctx = env, nil, nil
+  ST.env, ST.loaded, ST.ctx, ST.direct = env, nil, nil, nil
 end
 begin = function(chunk, b, d, s)
   local env = setmetatable({_G = false}, ENV_MT)
@@ -233,9 +237,12 @@ local function finish_one(ok, a, ...)
   end
   return finish(ok, a, ...)
 end
+-- ``direct`` marks a run with no call context (Transport.direct): the first log line or
+-- context lookup stops it (tripped "defer") so the runtime can redo the call in full.
 function H.bind(chunk, key, b, s)
-  return function(d, args)
+  return function(d, args, direct)
     begin(chunk, b, d, s)
+    ST.direct = direct
     return finish_one(co_resume(CO, chunk, key, args))
   end
 end
@@ -268,7 +275,7 @@ KIT = {
   setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
   tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
   co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
-  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, n = 46}
+  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, defer, n = 47}
 return H
 """
 
@@ -278,7 +285,7 @@ local fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, L
   setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
   tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
   co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
-  rawequal, ENV_MT, DONE, prepare, begin, finish, setco = ...
+  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, defer = ...
 local X = {}
 -- Python helpers, fetched by name on first use
 local PY = setmetatable({}, {__index = function(t, k)
@@ -418,11 +425,13 @@ local function mkerr(code, message, id)
   return e
 end
 local function log(level, ...)
+  if ST.direct then defer() end
   local parts = {}
   for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
   PY.log(tostring(level), concat(parts, " "))
 end
 local function get_ctx()
+  if ST.direct then defer() end
   local ctx = ST.ctx
   if ctx == nil then ctx = PY.context(); ST.ctx = ctx end
   return ctx
