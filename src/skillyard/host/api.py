@@ -277,7 +277,9 @@ class HostServices:
 
     def admit(self, pkg: SkillPackage) -> None:
         """Refuse a package whose required permissions its grants do not cover."""
-        declared = parse_permissions(pkg.permissions, file=str(pkg.path / "skill.toml"))
+        if not pkg.permissions:  # most packages: nothing declared, nothing to refuse
+            return
+        declared = parse_permissions(pkg.permissions, file=str(pkg.path / pkg.format))
         admit(pkg.id, declared, self.grants, file=str(pkg.path))
 
     def doctor(self) -> list[dict[str, str]]:
