@@ -18,16 +18,24 @@ side on a busy 2-core machine; a blocking NDJSON+orjson client is the floor at
   flight on its worker and the worker's recent answers came back within
   ``options.spin_us`` (default 1000 us), the caller waits for the answer in
   ``poll()`` before yielding to the loop: ~25-43 us for the bare I/O.
+- the same plus *busy waiting on both sides* (up to ``BUSY_SPIN_US``, with
+  ``sched_yield`` between polls): the caller for the answer, the worker helper
+  for the next request. Waking a sleeping process costs ~5-15 us on this virtual
+  machine, twice per round trip; without those wake-ups the path through
+  ``Runtime.call`` measured 18-19 us against a 16 us floor (1.14-1.17x, was
+  2.2-2.3x). When another program takes a CPU, busy waiting costs more than it
+  saves, so each side times both ways and keeps the faster
+  (:class:`skillyard.worker.WaitChoice`); with one usable CPU nobody busy-waits.
 
-So the worker uses ``add_reader`` plus the fast path. A worker leads a new process
-group but stays in the runtime's session: with ``setsid`` the child also gets its
-own scheduler autogroup on Linux, and the round trip through the whole pipeline
-measured ~120 us instead of ~73 us (same run, same floor of ~17-22 us). The fast path stalls the
-event loop for at most ``spin_us`` per call and only while nothing else is in
-flight on that worker; a worker whose answers take longer stops being waited for
-this way (a moving average of its latency decides), and ``spin_us = 0`` turns it
-off. ``make bench`` (bench/bench_core.py) reports the whole path, through
-``Runtime.call`` and the :mod:`skillyard.worker` helper, next to the raw floor.
+A worker leads a new process group but stays in the runtime's session: with
+``setsid`` the child also gets its own scheduler autogroup on Linux, and the round
+trip measured ~120 us instead of ~73 us. The fast path stalls the event loop for
+at most ``spin_us`` per call, only while nothing else is in flight on the
+transport and the worker's answers come that fast (a moving average decides);
+``spin_us = 0`` turns it off, busy waits included. Request lines are formatted
+around ``orjson.dumps(args)`` with a pre-encoded middle per card (the same bytes
+as dumping the whole message). bench/bench_core.py reports the whole path next
+to the raw floor.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from skillyard.errors import (
 from skillyard.transports.base import CallContext, RawResult
 from skillyard.transports.process.oneshot import skill_error
 from skillyard.transports.process.spawn import Child, redact
+from skillyard.worker import WaitChoice
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +72,9 @@ ENVELOPE_BYTES = 64 * 1024
 MAX_HOST_REQUESTS = 64
 DEFAULT_CONCURRENCY = 16
 DEFAULT_SPIN_US = 1000
+# The busy part of a wait, on both sides: the caller polls without sleeping for at most
+# this long before it sleeps in poll(); the worker helper waits as long for the next request.
+BUSY_SPIN_US = 100
 
 # JSON-RPC error codes the runtime answers reverse host requests with.
 RPC_INVALID_PARAMS = -32602
@@ -120,6 +132,14 @@ class Flight:
         self.n = 0
 
 
+def _cpus() -> int:
+    """How many CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class Worker:
     """One persistent child and the calls in flight on it."""
 
@@ -140,14 +160,24 @@ class Worker:
         self._ids = 0
         self._host_tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[asyncio.Future[None]] = []
+        self.queued = 0  # calls waiting for one of this worker's ``concurrency`` slots
         self.line_cap = card.limits.max_output_bytes + ENVELOPE_BYTES
         opts = card.options
         self.concurrency = int(opts.get("concurrency") or DEFAULT_CONCURRENCY)
-        spin = opts.get("spin_us", DEFAULT_SPIN_US)
-        self.spin_ms = max(0.0, float(spin)) / 1000.0
+        spin_us = max(0.0, float(opts.get("spin_us", DEFAULT_SPIN_US)))
+        self.spin_ms = spin_us / 1000.0
+        # Busy-waiting only pays when the worker can run on another CPU at the same time.
+        self.busy_us = min(spin_us, BUSY_SPIN_US) if _cpus() > 1 else 0.0
+        self.choice = WaitChoice()
         self.ewma_us = 0.0
+        self._heads: dict[Card, bytes] = {}
         self.child = Child(
-            card, loop=loop, on_stdout=self._feed, on_exit=self._on_exit, new_session=False
+            card,
+            loop=loop,
+            on_stdout=self._feed,
+            on_exit=self._on_exit,
+            extra_env={"SKILLYARD_SPIN_US": str(int(self.busy_us))},
+            new_session=False,
         )
         self.pid = self.child.pid
         self._poll = select.poll()
@@ -156,6 +186,11 @@ class Worker:
     @property
     def usable(self) -> bool:
         return self.dead is None and not self.retired
+
+    @property
+    def load(self) -> int:
+        """Calls given to this worker: in flight plus waiting for a slot."""
+        return len(self.pending) + self.queued
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -169,19 +204,14 @@ class Worker:
         p = _Pending(rid, card, ctx)
         t0 = time.monotonic()
         remaining = ctx.deadline - t0
-        line = orjson.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": rid,
-                "method": "call",
-                "params": {
-                    "tool": card.name,
-                    "method": card.options.get("handler") or card.method,
-                    "args": args,
-                    "call_id": ctx.call_id,
-                    "deadline_ms": int(remaining * 1000) if remaining > 0 else 0,
-                },
-            }
+        head = self._heads.get(card) or self._head(card)
+        # The bytes orjson.dumps gives for the whole request, without building its two dicts.
+        line = b'{"jsonrpc":"2.0","id":%d,%b%b,"call_id":%b,"deadline_ms":%d}}\n' % (
+            rid,
+            head,
+            orjson.dumps(args),
+            orjson.dumps(ctx.call_id),
+            int(remaining * 1000) if remaining > 0 else 0,
         )
         self.pending[rid] = p
         self.by_call[ctx.call_id] = p
@@ -189,29 +219,70 @@ class Worker:
         flight = self.flight
         flight.n += 1
         try:
-            self.child.write(line + b"\n")
+            self.child.write(line)
         except OSError:
             pass  # the child is gone; its exit fails this call with the reason
         spin = self.spin_ms
-        if spin and flight.n == 1 and self.ewma_us < spin * 1000 and self._poll.poll(spin):
-            self._read_answer(p)
+        fast = spin and flight.n == 1 and self.ewma_us < spin * 1000
+        if fast:
+            busy = self.ewma_us < self.busy_us and self.choice.busy()
+            self._wait_here(p, spin, busy)
         msg = p.msg
         if msg is not None:
             # The answer is already here (latency fast path): no timer, no loop round trip.
             self._done(p)
         else:
             msg = await self._wait(p, remaining)
-        lat = (time.monotonic() - t0) * 1e6
-        self.ewma_us = 0.8 * self.ewma_us + 0.2 * lat
+        lat = time.monotonic() - t0
+        self.ewma_us = 0.8 * self.ewma_us + 2e5 * lat
+        if fast:
+            self.choice.learn(busy, lat)
         return self._result(p, msg)
 
+    def _head(self, card: Card) -> bytes:
+        """The request's fixed middle for ``card``: method, tool and the handler's name."""
+        if len(self._heads) > 256:
+            self._heads.clear()
+        head = b'"method":"call","params":{"tool":%b,"method":%b,"args":' % (
+            orjson.dumps(card.name),
+            orjson.dumps(card.options.get("handler") or card.method),
+        )
+        self._heads[card] = head
+        return head
+
+    def _wait_here(self, p: _Pending, spin_ms: float, busy: bool) -> None:
+        """The latency fast path: wait for ``p``'s answer without yielding to the event loop.
+
+        With ``busy``, poll without sleeping for up to ``busy_us`` first (``sched_yield``
+        in between hands the CPU to the worker if it shares this core), then sleep in
+        ``poll()`` for the rest of ``spin_ms``.
+        """
+        poll = self._poll.poll
+        if busy:
+            perf = time.perf_counter
+            end = perf() + self.busy_us / 1e6
+            while not poll(0):
+                if perf() >= end:
+                    break
+                os.sched_yield()
+            else:
+                self._read_answer(p)
+                return
+            spin_ms -= self.busy_us / 1000
+        if spin_ms > 0 and poll(spin_ms):
+            self._read_answer(p)
+
     async def _slot(self, card: Card) -> None:
-        while len(self.pending) >= self.concurrency:
-            waiter = self.loop.create_future()
-            self._waiters.append(waiter)
-            await waiter
-            if self.dead is not None:
-                raise SkillCrashed(f"{card.name}: the worker {self.dead}")
+        self.queued += 1
+        try:
+            while len(self.pending) >= self.concurrency:
+                waiter = self.loop.create_future()
+                self._waiters.append(waiter)
+                await waiter
+                if self.dead is not None:
+                    raise SkillCrashed(f"{card.name}: the worker {self.dead}")
+        finally:
+            self.queued -= 1
 
     async def _wait(self, p: _Pending, remaining: float) -> Any:
         card = p.card
@@ -259,10 +330,11 @@ class Worker:
             self.flight.n -= 1
         if self.by_call.get(p.ctx.call_id) is p:
             del self.by_call[p.ctx.call_id]
-        if self._waiters:
+        while self._waiters:  # wake the next call waiting for a slot (skip cancelled ones)
             w = self._waiters.pop(0)
             if not w.done():
                 w.set_result(None)
+                break
         if self.retired and not self.pending and self.dead is None:
             self.kill("was stopped after an abandoned call")
 
