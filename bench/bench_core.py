@@ -1,7 +1,7 @@
 """Per-call cost of the core paths next to their raw floors, measured in the same run.
 
-Rows: a plain Python call and the same function through ``Runtime.call`` (no
-middleware); a persistent NDJSON+orjson echo child driven by a blocking client
+Rows: a plain Python call and the same function through ``Runtime.call`` and
+``SyncRuntime.call`` (no middleware: the flattened path); a persistent NDJSON+orjson echo child driven by a blocking client
 and the same work in a skillyard persistent process worker; spawning a Python
 process per call and a json-mode process skill; ``import skillyard`` and
 ``skillyard --help`` wall time in a fresh interpreter.
@@ -126,12 +126,9 @@ def _python_rows(report: Report) -> None:
     try:
         rt.tool("bench-echo")(skill)
         call = rt.runtime.call
+        n = report.scale(50_000)
         floor, path = _paired(
-            rt._loop,
-            lambda: skill(ARGS),
-            lambda: call("bench-echo", ARGS),
-            n=report.scale(50_000),
-            batch=50,
+            rt._loop, lambda: skill(ARGS), lambda: call("bench-echo", ARGS), n=n, batch=50
         )
         report.add("core", "raw python call dict -> dict", floor)
         report.add(
@@ -140,6 +137,22 @@ def _python_rows(report: Report) -> None:
             path,
             floor="raw python call dict -> dict",
             max_ratio=10,
+            note="async API: the flattened path inside one coroutine",
+        )
+        sync_call = rt.call
+        sync_floor: list[float] = []
+        sync_path: list[float] = []
+        for _ in range(10):  # alternating rounds, as _paired does
+            sync_floor += time_sync(lambda: skill(ARGS), n=n // 10, batch=50, warmup=10)
+            sync_path += time_sync(lambda: sync_call("bench-echo", ARGS), n=n // 10, batch=50)
+        report.add("core", "raw python call dict -> dict (paired with SyncRuntime)", sync_floor)
+        report.add(
+            "core",
+            "python skill via SyncRuntime.call (no middleware)",
+            sync_path,
+            floor="raw python call dict -> dict (paired with SyncRuntime)",
+            max_ratio=10,
+            note="blocking API: the flattened path with no event loop",
         )
     finally:
         rt.close()

@@ -16,7 +16,7 @@ import inspect
 import itertools
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,15 +41,18 @@ from skillyard.transports.base import (
     Caller,
     CallResult,
     DenyAllHost,
+    DirectRun,
     EventSink,
     Host,
     RawResult,
     Transport,
+    plain_result,
 )
 
 if TYPE_CHECKING:
     from skillyard.sessions import SessionManager
 
+_monotonic = time.monotonic
 CallNext = Callable[[CallContext], Awaitable[CallResult]]
 
 # Transport kinds and where their implementation lives (imported on first use).
@@ -89,7 +92,7 @@ class Middleware(Protocol):
 
 
 # A middleware may also define ``applies(card) -> bool``: when it answers False for a card,
-# that card's chain skips it (see Runtime._chain_for and refresh_middleware).
+# that card's chain skips it (see Runtime._plan_for and refresh_middleware).
 
 
 def _link(mw: Middleware, call_next: CallNext) -> CallNext:
@@ -99,6 +102,62 @@ def _link(mw: Middleware, call_next: CallNext) -> CallNext:
         return await on_call(ctx, call_next)
 
     return step
+
+
+def _annotate(exc: SkillyardError, tool: str, call_id: str) -> None:
+    """Fill in which tool and call an error came from, unless a deeper layer already did."""
+    if exc.tool is None:
+        exc.tool = tool
+    if exc.call_id is None:
+        exc.call_id = call_id
+
+
+def _check_args(tool: str, validator: Validator, args: dict[str, Any]) -> None:
+    problem = validator.problem(args)
+    if problem is not None:
+        ptr, msg = problem
+        raise InvalidArguments(f"{tool}: argument {ptr or '(root)'} is invalid: {msg}", pointer=ptr)
+
+
+def _check_output(card: Card, validator: Validator, output: Any) -> None:
+    problem = validator.problem(output)
+    if problem is not None:
+        ptr, msg = problem
+        raise InvalidOutput(
+            f"{card.name}: output {ptr or '(root)'} does not match the output schema: {msg}",
+            pointer=ptr,
+        )
+
+
+class _Plan:
+    """What every call of one card needs, worked out on its first call.
+
+    ``chain`` is the card's middleware chain ending in ``Runtime._execute``. When no
+    middleware applies, ``transport`` is set (calls await it directly), and ``run`` too
+    if the transport offers a synchronous callable for the card (``direct``): such calls
+    skip the chain, the call context and every await.
+    """
+
+    __slots__ = ("card", "chain", "inp", "out", "public", "run", "transport")
+
+    def __init__(
+        self,
+        *,
+        card: Card,
+        chain: CallNext,
+        inp: Validator | None,
+        out: Validator | None,
+        run: DirectRun | None,
+        transport: Transport | None,
+    ) -> None:
+        self.card = card
+        # Visible to every caller, so the flattened path need not ask ``visible``.
+        self.public = not (card.hidden or card.root == "root" or card.capabilities)
+        self.chain = chain
+        self.inp = inp
+        self.out = out
+        self.run = run
+        self.transport = transport
 
 
 class Runtime:
@@ -123,10 +182,9 @@ class Runtime:
         self.packages: dict[str, SkillPackage] = {}
         self.problems: list[Problem] = []
         self._cards: dict[str, Card] = {}
-        self._validators: dict[Card, tuple[Validator, Validator | None]] = {}
         self._transports: dict[str, Transport] = dict(transports or {})
         self._middleware: list[Middleware] = list(middleware)
-        self._chains: dict[Card, CallNext] = {}
+        self._plans: dict[Card, _Plan] = {}
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(6).hex()
         self.host_factory: Callable[[CallContext], Host] = lambda ctx: DenyAllHost(ctx.tool)
@@ -308,22 +366,40 @@ class Runtime:
         self.refresh_middleware()
 
     def refresh_middleware(self) -> None:
-        """Forget the per-card chains; call it when a middleware's ``applies`` answer changes."""
-        self._chains.clear()
+        """Forget the per-card plans; call it when a middleware's ``applies`` answer changes."""
+        self._plans.clear()
 
-    def _chain_for(self, card: Card) -> CallNext:
-        """The middleware chain for one card, built once.
+    def _plan_for(self, card: Card) -> _Plan:
+        """Work out once what every call of ``card`` needs (see :class:`_Plan`).
 
         A middleware with ``applies(card) -> bool`` is left out of the chains of cards it
         does not apply to, so a card no cache or cassette can serve pays nothing for them.
+        When no middleware is left and the card's transport can run it inline
+        (``Transport.direct``), calls take the flattened path (:meth:`_call_inline`).
         """
         chain: CallNext = self._execute
         for mw in reversed(self._middleware):
             applies = getattr(mw, "applies", None)
             if applies is None or applies(card):
                 chain = _link(mw, chain)
-        self._chains[card] = chain
-        return chain
+        out = card.output_schema
+        run = transport = None
+        if chain == self._execute:
+            transport = self.transport(card.transport)
+            offer = getattr(transport, "direct", None)
+            run = offer(card) if offer is not None else None
+        inp = validator_for(card.input_schema)
+        plan = _Plan(
+            card=card,
+            chain=chain,
+            # Arguments are always a dict by the time they are checked.
+            inp=None if inp.any_dict else inp,
+            out=None if out is None else validator_for(out),
+            run=run,
+            transport=transport,
+        )
+        self._plans[card] = plan
+        return plan
 
     def transport(self, kind: str) -> Transport:
         """The transport instance for ``kind`` (created on first use)."""
@@ -404,6 +480,10 @@ class Runtime:
         parent: CallContext | None = None,
     ) -> CallResult:
         """Run ``tool`` with ``args`` through the whole pipeline."""
+        if parent is None:
+            done = self._call_inline(tool, args, caller)
+            if done is not None:
+                return done
         card = self._cards.get(tool)
         if card is None or not visible(card, caller):
             # Hidden methods (private callbacks) are reachable from another skill only.
@@ -415,55 +495,81 @@ class Runtime:
             ):
                 raise SkillNotFound(self._not_found(tool, caller), tool=tool)
         call_id = f"{self._id_prefix}-{next(self._ids)}"
+        try:
+            if args is None:
+                args = {}
+            elif type(args) is not dict:
+                if not isinstance(args, Mapping):
+                    raise InvalidArguments(
+                        f"arguments must be a JSON object, got {type(args).__name__}"
+                    )
+                args = dict(args)
+            plan = self._plans.get(card) or self._plan_for(card)
+            if plan.inp is not None:
+                _check_args(tool, plan.inp, args)
+            limit = (
+                card.limits.timeout_sec
+                if timeout is None
+                else min(timeout, card.limits.timeout_sec)
+            )
+            now = time.monotonic()
+            deadline = now + limit
+            if parent is not None:
+                self._check_nested(card, parent)
+                deadline = min(deadline, parent.deadline)
+            ctx = CallContext(self, card, args, caller, call_id, deadline, sink, parent, now)
+            transport = plan.transport
+            if transport is None:
+                return await plan.chain(ctx)
+            # No middleware: the executor's work, without its coroutine.
+            raw = await transport.call(card, args, ctx)
+            return self._result(plan, call_id, raw, ctx.events, _monotonic() - now)
+        except SkillyardError as exc:
+            _annotate(exc, tool, call_id)
+            raise
+
+    def _call_inline(
+        self, tool: str, args: Mapping[str, Any] | None, caller: Caller
+    ) -> CallResult | None:
+        """The flattened path: run ``tool`` right here when its plan allows, else ``None``.
+
+        It serves cards whose transport runs them synchronously with no context and no
+        middleware in the way (a sync ``fn(args)`` Python function), called with a plain
+        dict by a caller who may see them. From :class:`SyncRuntime` no event loop is
+        running while such a skill runs. Everything else, and every error of
+        resolution, goes the long way through :meth:`call`, which makes the same checks.
+        Measured need: each step here is inlined because the whole call is a few
+        microseconds (see bench/bench_core.py).
+        """
+        card = self._cards.get(tool)
         if args is None:
             args = {}
-        elif not isinstance(args, dict):
-            if not isinstance(args, Mapping):
-                raise InvalidArguments(
-                    f"arguments must be a JSON object, got {type(args).__name__}",
-                    tool=tool,
-                    call_id=call_id,
-                )
-            args = dict(args)
-        validators = self._validators.get(card)
-        if validators is None:
-            validators = self._prepare(card)
-        problem = validators[0].problem(args)
-        if problem is not None:
-            ptr, msg = problem
-            raise InvalidArguments(
-                f"{tool}: argument {ptr or '(root)'} is invalid: {msg}",
-                pointer=ptr,
-                tool=tool,
-                call_id=call_id,
-            )
-        limit = (
-            card.limits.timeout_sec if timeout is None else min(timeout, card.limits.timeout_sec)
-        )
-        now = time.monotonic()
-        deadline = now + limit
-        if parent is not None:
-            self._check_nested(card, parent)
-            deadline = min(deadline, parent.deadline)
-        ctx = CallContext(
-            runtime=self,
-            card=card,
-            args=args,
-            caller=caller,
-            call_id=call_id,
-            deadline=deadline,
-            sink=sink,
-            parent=parent,
-            started=now,
-        )
-        chain = self._chains.get(card) or self._chain_for(card)
+        if card is None or type(args) is not dict:
+            return None
+        plan = self._plans.get(card)
+        if plan is None:
+            if not visible(card, caller):
+                return None
+            try:
+                plan = self._plan_for(card)
+            except SkillyardError:
+                return None  # call() raises it again, with the call's id
+        if plan.run is None or not (plan.public or visible(card, caller)):
+            return None
+        call_id = f"{self._id_prefix}-{next(self._ids)}"
         try:
-            return await chain(ctx)
+            if plan.inp is not None:
+                _check_args(tool, plan.inp, args)
+            t0 = _monotonic()
+            value = plan.run(args)
+            elapsed = _monotonic() - t0
+            if isinstance(value, RawResult):
+                return self._result(plan, call_id, value, (), elapsed)
+            if plan.out is not None:
+                _check_output(card, plan.out, value)
+            return plain_result(tool, call_id, value, elapsed * 1e6)
         except SkillyardError as exc:
-            if exc.tool is None:
-                exc.tool = tool
-            if exc.call_id is None:
-                exc.call_id = call_id
+            _annotate(exc, tool, call_id)
             raise
 
     def _check_nested(self, card: Card, parent: CallContext) -> None:
@@ -480,38 +586,35 @@ class Runtime:
                 )
             node = node.parent
 
-    def _prepare(self, card: Card) -> tuple[Validator, Validator | None]:
-        """Compile a card's schemas once (on its first call, not at load)."""
-        out = card.output_schema
-        validators = (validator_for(card.input_schema), None if out is None else validator_for(out))
-        self._validators[card] = validators
-        return validators
-
     async def _execute(self, ctx: CallContext) -> CallResult:
         card = ctx.card
         transport = self._transports.get(card.transport) or self.transport(card.transport)
         t0 = time.monotonic()
         raw: RawResult = await transport.call(card, ctx.args, ctx)
-        elapsed = (time.monotonic() - t0) * 1e6
-        out_validator = (self._validators.get(card) or self._prepare(card))[1]
-        if out_validator is not None:
-            problem = out_validator.problem(raw.output)
-            if problem is not None:
-                ptr, msg = problem
-                raise InvalidOutput(
-                    f"{card.name}: output {ptr or '(root)'} does not match the output schema: {msg}",
-                    pointer=ptr,
-                )
-        events = tuple(ctx.events) + raw.events if ctx.events else raw.events
-        return CallResult(
-            tool=card.name,
-            call_id=ctx.call_id,
-            output=raw.output,
-            content=raw.content,
-            llm_context=raw.llm_context,
-            events=events,
-            usage=raw.usage,
-            timing={"duration_us": elapsed},
+        elapsed = time.monotonic() - t0
+        plan = self._plans.get(card) or self._plan_for(card)
+        return self._result(plan, ctx.call_id, raw, ctx.events, elapsed)
+
+    @staticmethod
+    def _result(
+        plan: _Plan,
+        call_id: str,
+        raw: RawResult,
+        events: Sequence[dict[str, Any]],
+        elapsed: float,
+    ) -> CallResult:
+        """Check a transport's answer against the output schema and make the call's result."""
+        if plan.out is not None:
+            _check_output(plan.card, plan.out, raw.output)
+        return plain_result(
+            plan.card.name,
+            call_id,
+            raw.output,
+            elapsed * 1e6,
+            raw.content,
+            raw.llm_context,
+            tuple(events) + raw.events if events else raw.events,
+            raw.usage,
         )
 
     async def resume(
@@ -575,9 +678,24 @@ class SyncRuntime:
         """Run a coroutine on this runtime's loop and return its result."""
         return self._loop.run_until_complete(coro)
 
-    def call(self, tool: str, args: Mapping[str, Any] | None = None, **kw: Any) -> CallResult:
-        """Like :meth:`Runtime.call`, blocking."""
-        return self._loop.run_until_complete(self.runtime.call(tool, args, **kw))
+    def call(
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        caller: Caller = DEFAULT_CALLER,
+        **kw: Any,
+    ) -> CallResult:
+        """Like :meth:`Runtime.call`, blocking.
+
+        A sync Python skill with no middleware in its way runs right here, without a trip
+        through the event loop (same checks, same result; see ``Runtime._call_inline``).
+        """
+        if not kw:
+            done = self.runtime._call_inline(tool, args, caller)
+            if done is not None:
+                return done
+        return self._loop.run_until_complete(self.runtime.call(tool, args, caller=caller, **kw))
 
     def resume(self, action_id: str, **kw: Any) -> CallResult:
         """Like :meth:`Runtime.resume`, blocking."""

@@ -199,13 +199,16 @@ def _trivial_key(schema: Any) -> Any:
 class Validator:
     """A compiled schema: ``problem(value)`` returns ``None`` or ``(pointer, message)``."""
 
-    __slots__ = ("_fast", "_full", "schema")
+    __slots__ = ("_fast", "_full", "any_dict", "schema")
 
     def __init__(self, schema: Mapping[str, Any] | bool) -> None:
         self.schema = schema
         self._fast: Callable[[Any], Any] | None = None
         self._full: Any = None
         trivial = _TRIVIAL.get(_trivial_key(schema))
+        # True when every dict conforms, so a caller that already knows it holds a dict
+        # can skip the check.
+        self.any_dict = trivial is not None
         if trivial is not None:
             self._fast = trivial
         elif not _uses_2020(schema):

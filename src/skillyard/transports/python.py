@@ -27,7 +27,7 @@ from skillyard.errors import (
     SkillyardError,
     TransportError,
 )
-from skillyard.transports.base import CallContext, RawResult
+from skillyard.transports.base import CallContext, DirectRun, RawResult
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -50,6 +50,38 @@ def _describe(fn: Callable[..., Any], where: str) -> _Fn:
             f"{where}: a skill function takes (args) or (args, ctx); this one takes {len(params)} parameters"
         )
     return fn, len(params), inspect.iscoroutinefunction(fn)
+
+
+def _failure(card: Card, exc: Exception) -> Exception:
+    """The error a skill function's exception becomes (skillyard errors pass unchanged)."""
+    if isinstance(exc, SkillyardError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return SkillTimeout(f"{card.name}: timed out after {card.limits.timeout_sec:g}s")
+    return SkillError(f"{card.name} raised {type(exc).__name__}: {exc}")
+
+
+def _checked(card: Card, value: Any) -> Any:
+    """A skill function's return value, checked for JSON and size.
+
+    Returns the output itself, or a RawResult when there is more than an output (the
+    function returned one, or a string, which is both the output and the text content).
+    """
+    if isinstance(value, RawResult):
+        output = value.output
+    elif isinstance(value, str):
+        output, value = value, RawResult(output=value, content=value)
+    else:
+        output = value
+    try:
+        size = len(orjson.dumps(output))
+    except TypeError as exc:
+        raise InvalidOutput(f"{card.name}: output is not JSON-serialisable: {exc}") from exc
+    if size > card.limits.max_output_bytes:
+        raise OutputTooLarge(
+            f"{card.name}: output is {size} bytes; the limit is {card.limits.max_output_bytes}"
+        )
+    return value
 
 
 class PythonTransport:
@@ -117,32 +149,36 @@ class PythonTransport:
                 )
             else:
                 value = fn(args) if arity == 1 else fn(args, ctx)
-        except SkillyardError:
-            raise
-        except TimeoutError as exc:
-            raise SkillTimeout(
-                f"{card.name}: timed out after {card.limits.timeout_sec:g}s"
-            ) from exc
         except Exception as exc:
-            raise SkillError(f"{card.name} raised {type(exc).__name__}: {exc}") from exc
-        raw = (
-            value
-            if isinstance(value, RawResult)
-            else (
-                RawResult(output=value, content=value)
-                if isinstance(value, str)
-                else RawResult(output=value)
-            )
-        )
-        try:
-            size = len(orjson.dumps(raw.output))
-        except TypeError as exc:
-            raise InvalidOutput(f"{card.name}: output is not JSON-serialisable: {exc}") from exc
-        if size > card.limits.max_output_bytes:
-            raise OutputTooLarge(
-                f"{card.name}: output is {size} bytes; the limit is {card.limits.max_output_bytes}"
-            )
-        return raw
+            raise _failure(card, exc) from exc
+        value = _checked(card, value)
+        return value if isinstance(value, RawResult) else RawResult(output=value)
+
+    def direct(self, card: Card) -> DirectRun | None:
+        """Sync ``fn(args)`` functions run inline need no coroutine: offer the flattened path."""
+        loaded = self._resolved.get(card)
+        fn, arity, is_async = loaded if loaded is not None else self._load(card)
+        if is_async or arity != 1 or card.options.get("thread"):
+            return None
+
+        limit = card.limits.max_output_bytes
+        dumps = orjson.dumps
+
+        def run(args: dict[str, Any]) -> Any:
+            try:
+                value = fn(args)
+            except Exception as exc:
+                raise _failure(card, exc) from exc
+            if type(value) is dict:  # the common case, _checked inlined
+                try:
+                    size = len(dumps(value))
+                except TypeError:
+                    return _checked(card, value)  # raises the InvalidOutput
+                if size <= limit:
+                    return value
+            return _checked(card, value)
+
+        return run
 
     async def health(self) -> dict[str, Any]:
         return {"ok": True, "functions": len(self._registered), "modules": len(self._resolved)}
