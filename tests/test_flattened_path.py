@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from skillyard import Caller, Limits, RawResult, Runtime, SkillyardError, SyncRuntime
-from skillyard.transports.base import CallResult, plain_result
+from skillyard.transports.base import DEFER, CallResult, plain_result
 
 SCHEMA = {
     "type": "object",
@@ -212,3 +212,46 @@ def _loop_running() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+class Deferring:
+    """A transport whose direct path gives up on calls that ask for the host."""
+
+    kind = "deferring"
+
+    def __init__(self) -> None:
+        self.direct_runs: list[dict[str, Any]] = []
+        self.full_calls: list[dict[str, Any]] = []
+
+    def direct(self, card: Any) -> Any:
+        def run(args: dict[str, Any]) -> Any:
+            self.direct_runs.append(args)
+            return DEFER if args.get("host") else {"via": "direct"}
+
+        return run
+
+    async def call(self, card: Any, args: dict[str, Any], ctx: Any) -> RawResult:
+        self.full_calls.append(args)
+        return RawResult(output={"via": "full", "call_id": ctx.call_id})
+
+    async def health(self) -> dict[str, Any]:
+        return {"ok": True}
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_deferred_direct_run_is_finished_by_the_full_path() -> None:
+    from skillyard import Card
+
+    transport = Deferring()
+    rt = SyncRuntime(Runtime.memory(transports={"deferring": transport}))
+    rt.runtime.add_card(Card(id="d", name="d-run", method="run", transport="deferring"))
+    assert rt.call("d-run", {}).output == {"via": "direct"}
+    result = rt.call("d-run", {"host": True})
+    assert result.output == {"via": "full", "call_id": result.call_id}
+    result = rt.run(rt.runtime.call("d-run", {"host": True}))
+    assert result.output["via"] == "full"
+    assert transport.full_calls == [{"host": True}, {"host": True}]
+    assert repr(DEFER) == "DEFER"
+    rt.close()

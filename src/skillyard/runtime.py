@@ -37,6 +37,7 @@ from skillyard.schema import Validator, validator_for
 from skillyard.store import Store
 from skillyard.transports.base import (
     DEFAULT_CALLER,
+    DEFER,
     CallContext,
     Caller,
     CallResult,
@@ -563,6 +564,8 @@ class Runtime:
             t0 = _monotonic()
             value = plan.run(args)
             elapsed = _monotonic() - t0
+            if value is DEFER:
+                return None
             if isinstance(value, RawResult):
                 return self._result(plan, call_id, value, (), elapsed)
             if plan.out is not None:

@@ -268,8 +268,22 @@ class CallContext:
 # A transport may define ``direct(card) -> DirectRun | None``: a synchronous callable that
 # runs the card with no call context and no await, returning the output or a RawResult
 # and raising what ``call`` would raise. When no middleware applies to the card, the
-# runtime calls it in place of the chain (``Runtime._call_inline``).
+# runtime calls it in place of the chain (``Runtime._call_inline``). It may return
+# ``DEFER`` instead, when this call turns out to need a context or an await (a host
+# call, an event to stream): the runtime then runs the call again through
+# ``Transport.call``, so a deferring run must have had no effect outside the transport,
+# and a transport that defers a card should answer DEFER at once for it from then on.
 DirectRun = Callable[[dict[str, Any]], Any]
+
+
+class _Defer:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFER"
+
+
+DEFER: Any = _Defer()
 
 
 @runtime_checkable
@@ -319,6 +333,7 @@ class MockTransport:
 
 __all__ = [
     "DEFAULT_CALLER",
+    "DEFER",
     "NO_DECISION",
     "SYSTEM",
     "CallContext",
