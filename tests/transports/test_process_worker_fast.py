@@ -301,7 +301,7 @@ def test_fast_path_and_loop_path_give_the_same_results_and_errors(tmp_path):
             rt.runtime.add_package(
                 helper_package(base, options={"spin_us": spin}, limits={"max_output_bytes": 2000})
             )
-            [_] = [rt.call("helper-echo", {})]
+            rt.call("helper-echo", {})
             worker = transport(rt).workers()[0]
             assert worker.spin_ms == spin / 1000
             results.append(_scenario(rt))
