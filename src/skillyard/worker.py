@@ -21,10 +21,11 @@ Speed (``concurrency=1``): requests are read with ``os.read`` on the raw stdin
 descriptor and answers written with one ``os.write``; a call's answer line is
 built from pre-encoded pieces around ``orjson.dumps(output)``. After an answer,
 when the previous request came back within ``SKILLYARD_SPIN_US`` microseconds
-(set by the runtime from ``options.spin_us``), the worker busy-waits up to that
-long for the next one (``poll`` with no timeout plus ``sched_yield``) instead of
-sleeping: waking a sleeping process costs ~5-15 us on a virtual machine, about
-half of a whole round trip. A worker whose calls come further apart never spins.
+(set by the runtime from ``options.spin_us``), the worker may busy-wait up to that
+long for the next one (``poll`` with a zero timeout, then ``sched_yield``) instead
+of sleeping: waking a sleeping process costs ~5-15 us on a virtual machine, about
+half of a whole round trip. It does so only while that has been faster than
+sleeping (:class:`WaitChoice`); a worker whose calls come further apart never spins.
 """
 
 from __future__ import annotations
