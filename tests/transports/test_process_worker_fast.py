@@ -20,10 +20,10 @@ import orjson
 import pytest
 
 from skillyard import SyncRuntime
-from skillyard.errors import OutputTooLarge, ProtocolError, SkillCrashed, SkillError
+from skillyard.errors import OutputTooLarge, ProtocolError, SkillCrashed, SkillError, SkillTimeout
 from skillyard.transports.process import persistent
 from skillyard.worker import MAX_SPIN_US, WaitChoice, _Lines, _spin_seconds
-from tests.transports.process_helpers import make_package
+from tests.transports.process_helpers import make_package, wait_group_gone
 from tests.transports.test_process_worker import helper_package, transport
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -393,3 +393,27 @@ def test_a_call_cancelled_while_waiting_for_a_slot_does_not_strand_the_next(rt, 
 
     assert rt.run(go()).output["args"] == {"n": 3}
     assert worker.queued == 0
+
+
+def test_each_call_keeps_its_own_deadline_on_one_worker(rt, tmp_path):
+    # One deadline timer per worker: a later call with a sooner deadline must move it,
+    # and after it fires it must be set again for the calls still waiting.
+    rt.runtime.add_package(helper_package(tmp_path, concurrency=4))
+    pid = rt.call("helper-echo", {}).output["pid"]
+    order: list[tuple[str, str]] = []
+
+    async def one(name: str, sec: float, timeout: float) -> None:
+        try:
+            out = await rt.runtime.call("helper-nap", {"sec": sec}, timeout=timeout)
+            order.append((name, "ok" if out.output["pid"] == pid else "other worker"))
+        except SkillTimeout:
+            order.append((name, "timeout"))
+
+    async def go() -> None:
+        calls = [one("long", 0.8, 20), one("short", 30, 0.2), one("later", 30, 0.4)]
+        await asyncio.wait_for(asyncio.gather(*calls), 15)
+
+    rt.run(go())
+    assert order == [("short", "timeout"), ("later", "timeout"), ("long", "ok")]
+    assert wait_group_gone(pid) == []  # retired after the timeouts, stopped once idle
+    assert rt.call("helper-echo", {}).output["pid"] != pid

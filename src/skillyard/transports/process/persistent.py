@@ -87,7 +87,7 @@ RPC_PERMISSION_DENIED = -32001
 class _Pending:
     """One call in flight. The future is made only when the caller has to wait for it."""
 
-    __slots__ = ("bytes", "card", "ctx", "error", "fut", "msg", "rid", "timer")
+    __slots__ = ("bytes", "card", "ctx", "due", "error", "fut", "msg", "rid")
 
     def __init__(self, rid: int, card: Card, ctx: CallContext) -> None:
         self.rid = rid
@@ -97,7 +97,7 @@ class _Pending:
         self.msg: dict[str, Any] | None = None
         self.error: BaseException | None = None
         self.bytes = 0
-        self.timer: asyncio.TimerHandle | None = None
+        self.due = 0.0  # loop time of its deadline once it waits in the loop (0: not yet)
 
     @property
     def finished(self) -> bool:
@@ -161,6 +161,8 @@ class Worker:
         self._host_tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self.queued = 0  # calls waiting for one of this worker's ``concurrency`` slots
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self.line_cap = card.limits.max_output_bytes + ENVELOPE_BYTES
         opts = card.options
         self.concurrency = int(opts.get("concurrency") or DEFAULT_CONCURRENCY)
@@ -293,7 +295,8 @@ class Worker:
         elif p.msg is not None:
             fut.set_result(p.msg)
         else:
-            p.timer = self.loop.call_later(max(0.0, remaining), self._expire, p)
+            p.due = self.loop.time() + max(0.0, remaining)
+            self._arm(p.due)
         try:
             return await fut
         except _Timeout as exc:
@@ -314,8 +317,6 @@ class Worker:
             await self._reaped()
             raise
         finally:
-            if p.timer is not None:
-                p.timer.cancel()
             self._done(p)
 
     async def _reaped(self) -> None:
@@ -363,6 +364,34 @@ class Worker:
         return RawResult(
             output=result.get("output"), content=content, llm_context=llm_context, usage=usage
         )
+
+    def _arm(self, due: float) -> None:
+        """Make sure the deadline timer fires by ``due``.
+
+        One timer per worker, set for the soonest deadline, instead of one per call:
+        a call that ends before its deadline costs no timer at all (calls usually
+        share a timeout, so a later call rarely moves the timer). When it fires,
+        :meth:`_sweep` expires what is due and sets it again for the rest.
+        """
+        if self._timer is None or due < self._timer_due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(due, self._sweep)
+            self._timer_due = due
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.loop.time() + 1e-6  # the loop runs timers up to its clock resolution early
+        soonest = 0.0
+        for p in list(self.pending.values()):
+            if not p.due or p.finished:
+                continue
+            if p.due <= now:
+                self._expire(p)
+            elif not soonest or p.due < soonest:
+                soonest = p.due
+        if soonest:
+            self._arm(soonest)
 
     def _expire(self, p: _Pending) -> None:
         if p.finished:
@@ -598,6 +627,9 @@ class Worker:
             if not w.done():
                 w.set_result(None)
         self._waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.child.release()
 
     async def aclose(self, grace: float = 2.0) -> None:
