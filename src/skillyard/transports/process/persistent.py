@@ -59,6 +59,7 @@ from skillyard.errors import (
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
+from skillyard.transports.process.inflight import Flight, Pending, Timeout
 from skillyard.transports.process.oneshot import skill_error
 from skillyard.transports.process.spawn import Child, redact
 from skillyard.worker import WaitChoice
@@ -84,52 +85,7 @@ RPC_HOST_ERROR = -32000
 RPC_PERMISSION_DENIED = -32001
 
 
-class _Pending:
-    """One call in flight. The future is made only when the caller has to wait for it."""
-
-    __slots__ = ("bytes", "card", "ctx", "due", "error", "fut", "msg", "rid")
-
-    def __init__(self, rid: int, card: Card, ctx: CallContext) -> None:
-        self.rid = rid
-        self.card = card
-        self.ctx = ctx
-        self.fut: asyncio.Future[Any] | None = None
-        self.msg: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self.bytes = 0
-        self.due = 0.0  # loop time of its deadline once it waits in the loop (0: not yet)
-
-    @property
-    def finished(self) -> bool:
-        return self.msg is not None or self.error is not None
-
-    def resolve(self, msg: dict[str, Any]) -> None:
-        if not self.finished:
-            self.msg = msg
-            if self.fut is not None and not self.fut.done():
-                self.fut.set_result(msg)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.finished:
-            self.error = exc
-            if self.fut is not None and not self.fut.done():
-                self.fut.set_exception(exc)
-
-
 _OPT_STR = (str, type(None))
-
-
-class _Timeout(Exception):
-    """Set on a pending call's future when its deadline passes."""
-
-
-class Flight:
-    """Calls in flight on every worker of a transport (the fast path waits only when alone)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
 
 
 def _cpus() -> int:
@@ -150,8 +106,8 @@ class Worker:
         self.skill = card.id
         self.digest = card.digest
         self.loop = loop
-        self.pending: dict[int, _Pending] = {}
-        self.by_call: dict[str, _Pending] = {}
+        self.pending: dict[int, Pending] = {}
+        self.by_call: dict[str, Pending] = {}
         self.abandoned: set[int] = set()
         self.dead: str | None = None
         self.retired = False
@@ -203,7 +159,7 @@ class Worker:
         if cap > self.line_cap:
             self.line_cap = cap
         self._ids = rid = self._ids + 1
-        p = _Pending(rid, card, ctx)
+        p = Pending(rid, card, ctx)
         t0 = time.monotonic()
         remaining = ctx.deadline - t0
         head = self._heads.get(card) or self._head(card)
@@ -252,7 +208,7 @@ class Worker:
         self._heads[card] = head
         return head
 
-    def _wait_here(self, p: _Pending, spin_ms: float, busy: bool) -> None:
+    def _wait_here(self, p: Pending, spin_ms: float, busy: bool) -> None:
         """The latency fast path: wait for ``p``'s answer without yielding to the event loop.
 
         With ``busy``, poll without sleeping for up to ``busy_us`` first (``sched_yield``
@@ -286,7 +242,7 @@ class Worker:
         finally:
             self.queued -= 1
 
-    async def _wait(self, p: _Pending, remaining: float) -> Any:
+    async def _wait(self, p: Pending, remaining: float) -> Any:
         card = p.card
         fut: asyncio.Future[Any] = self.loop.create_future()
         p.fut = fut
@@ -299,7 +255,7 @@ class Worker:
             self._arm(p.due)
         try:
             return await fut
-        except _Timeout as exc:
+        except Timeout as exc:
             await self._reaped()
             raise SkillTimeout(
                 f"{card.name}: no answer from the worker within {card.limits.timeout_sec:g}s"
@@ -325,7 +281,7 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.child.exited), 5.0)
 
-    def _done(self, p: _Pending) -> None:
+    def _done(self, p: Pending) -> None:
         if self.pending.get(p.rid) is p:
             del self.pending[p.rid]
             self.flight.n -= 1
@@ -339,7 +295,7 @@ class Worker:
         if self.retired and not self.pending and self.dead is None:
             self.kill("was stopped after an abandoned call")
 
-    def _result(self, p: _Pending, msg: dict[str, Any]) -> RawResult:
+    def _result(self, p: Pending, msg: dict[str, Any]) -> RawResult:
         card = p.card
         if p.bytes > card.limits.max_output_bytes:
             raise OutputTooLarge(
@@ -393,13 +349,13 @@ class Worker:
         if soonest:
             self._arm(soonest)
 
-    def _expire(self, p: _Pending) -> None:
+    def _expire(self, p: Pending) -> None:
         if p.finished:
             return
         self._abandon(p)
-        p.fail(_Timeout())
+        p.fail(Timeout())
 
-    def _abandon(self, p: _Pending) -> None:
+    def _abandon(self, p: Pending) -> None:
         """Give up on a call the worker is still running: cancel it and retire or stop the worker."""
         if self.pending.pop(p.rid, None) is not None:
             self.flight.n -= 1
@@ -510,7 +466,7 @@ class Worker:
     def read_stdout(self) -> None:
         self.child.read_stdout()
 
-    def _read_answer(self, p: _Pending) -> None:
+    def _read_answer(self, p: Pending) -> None:
         """Read what the poll saw; one whole line answering ``p`` skips the general reader."""
         child = self.child
         try:
@@ -564,7 +520,7 @@ class Worker:
         self._host_tasks.add(task)
         task.add_done_callback(self._host_tasks.discard)
 
-    async def _serve_host(self, hid: Any, method: str, params: dict[str, Any], p: _Pending) -> None:
+    async def _serve_host(self, hid: Any, method: str, params: dict[str, Any], p: Pending) -> None:
         try:
             result = await p.ctx.host.dispatch(method, params)
             line = orjson.dumps({"jsonrpc": "2.0", "id": hid, "result": result})
