@@ -54,3 +54,19 @@ def run(report: Report) -> None:
             max_us=150_000 if count == 1000 else None,
         )
         store.close()
+        # What a host pays on top: the runtime opens, discovers, admits and registers.
+        from skillyard.runtime import SyncRuntime
+
+        opened = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            rt = SyncRuntime.open(tmp, roots={"user": [root]})
+            opened.append((time.perf_counter() - t0) * 1e6)
+            assert len(rt.runtime.packages) == count
+            rt.close()
+        report.add(
+            "discovery",
+            f"SyncRuntime.open over {count} packages, warm index",
+            opened,
+            floor=f"read {count} manifests (floor)",
+        )

@@ -481,7 +481,7 @@ class Runtime:
         parent: CallContext | None = None,
     ) -> CallResult:
         """Run ``tool`` with ``args`` through the whole pipeline."""
-        if parent is None:
+        if parent is None and timeout is None:  # a caller's own timeout needs the full path
             done = self._call_inline(tool, args, caller)
             if done is not None:
                 return done

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,12 +30,11 @@ from skillyard.errors import (
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
+from skillyard.transports.lua.compiler import Compiler
 from skillyard.transports.lua.isolate import MB, ConversionError, Isolate
 from skillyard.transports.lua.vulcan import (
-    IDLE,
     MAX_KEPT_ERRORS,
     MODULE_RE,
-    CallState,
     LocalApi,
 )
 
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
 DEFAULT_MEMORY_MB = 64
 DEFAULT_POOL_SIZE = 4
 HOOK_STEP = 10_000
-MAX_SOURCE_BYTES = 4 * MB
 OVERFLOW_MODES = ("error", "truncate")
 # Host error codes (docs/host-api.md) rebuilt as HostError when the original was not kept.
 HOST_CODES = frozenset(
@@ -111,60 +108,12 @@ class _Plan:
     step: int
     bytecode: bytes | None
     thread: bool
+    token: int  # names this entry and its limits in an isolate's runner cache
+    chunkname: str
 
 
 def _timeout(card: Card, ctx: CallContext | None) -> float:
     return card.limits.timeout_sec if ctx is None else ctx.deadline - ctx.started
-
-
-class Compiler:
-    """Compiles Lua source to bytecode once, in a VM that never runs skill code."""
-
-    def __init__(self) -> None:
-        import lupa.lua54 as lupa
-
-        self._lock = threading.Lock()
-        rt = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
-        self._compile = rt.eval(
-            "function(src, name) local f, err = load(src, name, 't')"
-            " if not f then return nil, err end return string.dump(f) end"
-        )
-        self._cache: dict[tuple[str, int, int], bytes] = {}
-        self._by_digest: dict[tuple[Path, str], bytes] = {}
-
-    def compile(self, path: Path, chunkname: str, digest: str = "") -> bytes:
-        """Bytecode of the Lua file at ``path``: cached by package digest, else by size and mtime."""
-        if digest:
-            hit = self._by_digest.get((path, digest))
-            if hit is not None:
-                return hit
-        try:
-            st = path.stat()
-        except OSError as exc:
-            raise TransportError(f"cannot read {chunkname}: {exc.strerror}") from exc
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        hit = self._cache.get(key)
-        if hit is not None:
-            if digest:
-                self._by_digest[(path, digest)] = hit
-            return hit
-        if st.st_size > MAX_SOURCE_BYTES:
-            raise TransportError(
-                f"{chunkname} is {st.st_size} bytes; the limit is {MAX_SOURCE_BYTES}"
-            )
-        source = path.read_bytes()
-        if source.startswith(b"\x1bLua"):
-            raise TransportError(f"{chunkname}: precompiled Lua bytecode is refused; ship source")
-        with self._lock:
-            result = self._compile(source, ("@" + chunkname).encode())
-        code = result[0] if isinstance(result, tuple) else result
-        if code is None:
-            err = result[1].decode("utf-8", "replace") if isinstance(result, tuple) else "?"
-            raise SkillError(f"{chunkname} does not compile: {err}")
-        self._cache[key] = code
-        if digest:
-            self._by_digest[(path, digest)] = code
-        return bytes(code)
 
 
 class LuaTransport:
@@ -183,6 +132,7 @@ class LuaTransport:
         self._pools: dict[tuple[str, str, int], list[Isolate]] = {}
         self._entries: dict[tuple[str, str, str], tuple[Path, str, str | None]] = {}
         self._plans: dict[int, tuple[Card, _Plan]] = {}
+        self._tokens: dict[tuple[str, str | None, float, int], int] = {}
         import lupa.lua54 as lupa
 
         self._lua_memory_error = lupa.LuaMemoryError
@@ -194,7 +144,7 @@ class LuaTransport:
     def new_isolate(self, memory_limit: int) -> Isolate:
         """A fresh sandboxed VM with ``memory_limit`` bytes for the skill."""
         api = LocalApi()
-        iso = Isolate(memory_limit=memory_limit, api=api.functions())
+        iso = Isolate(memory_limit=memory_limit, fetch=api)
         api.iso = iso
         iso.current = api
         self.stats["isolates"] += 1
@@ -254,6 +204,7 @@ class LuaTransport:
         if self.isolation_for(card) == "warm":
             pool = self._pools.setdefault((card.id, card.digest, memory), [])
         budget = card.limits.instructions or self.instructions or math.inf
+        step = int(min(HOOK_STEP, budget))
         bytecode = self.compiler.compile(path, rel, card.digest) if card.digest else None
         plan = _Plan(
             path,
@@ -263,21 +214,35 @@ class LuaTransport:
             pool,
             self._modules(card),
             budget,
-            int(min(HOOK_STEP, budget)),
+            step,
             bytecode,
             bool(card.options.get("thread")),
+            self._tokens.setdefault((rel, fn_key, budget, step), len(self._tokens)),
+            "@" + rel,
         )
         self._plans[id(card)] = (card, plan)
         return plan
 
     async def call(self, card: Card, args: dict[str, Any], ctx: CallContext) -> RawResult:
-        plan = self._plan(card)
+        hit = self._plans.get(id(card))
+        plan = hit[1] if hit is not None and hit[0] is card else self._plan(card)
         pool = plan.pool
         iso = pool.pop() if pool else self.new_isolate(plan.memory)
         api: LocalApi = iso.current
-        api.state = CallState(card, ctx, plan.modules)
+        api.begin(card, ctx, plan.modules)
         reusable = False
         try:
+            if pool is None and plan.bytecode is not None and not plan.thread:
+                res = self._once(iso, card, ctx, plan, args)
+                if type(res) is not tuple:  # done, with one table
+                    raw = self._table_result(iso, card, res)
+                    reusable = True
+                    return raw
+                if res[0] != "done":
+                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
+                raw = self._result(iso, card, res[2:])
+                reusable = True
+                return raw
             chunk = iso.chunks.get(plan.rel)
             if chunk is None or plan.bytecode is None:
                 bytecode = plan.bytecode or self.compiler.compile(plan.path, plan.rel)
@@ -289,6 +254,20 @@ class LuaTransport:
                 res = await asyncio.to_thread(
                     self._threaded, loop, iso, card, ctx, chunk, plan, args
                 )
+            elif plan.bytecode is not None:
+                runner = iso.runners.get(plan.token)
+                if runner is None:
+                    runner = iso.runner(plan.token, chunk, plan.fn_key, plan.budget, plan.step)
+                try:
+                    res = runner(ctx.deadline, iso.to_lua(args))
+                except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+                    raise self._translate(iso, card, ctx, plan.budget, exc) from exc
+                if type(res) is not tuple:  # done, with one table
+                    raw = self._table_result(iso, card, res)
+                    reusable = True
+                    return raw
+                if res[0] != "done":
+                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
             else:
                 res = self._start(
                     iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
@@ -302,12 +281,33 @@ class LuaTransport:
             reusable = True
             raise
         finally:
-            api.state = IDLE
+            api.end()
             self.stats["calls"] += 1
             if pool is not None and reusable and not iso.dead and len(pool) < self.pool_size:
                 pool.append(iso)
             else:
                 self.stats["discarded"] += 1
+                if not plan.thread:  # a worker thread may still be running in the VM
+                    api.iso = None  # no cycle left: the VM is freed now, not by a gc pass
+
+    def _once(self, iso: Isolate, card: Card, ctx: CallContext, plan: _Plan, args: Any) -> Any:
+        """Load and start the entry in a fresh isolate with one crossing (``H.once``)."""
+        assert plan.bytecode is not None
+        try:
+            res = iso.once(
+                plan.bytecode,
+                plan.chunkname,
+                plan.fn_key,
+                iso.to_lua(args),
+                plan.budget,
+                ctx.deadline,
+                plan.step,
+            )
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
+        if type(res) is tuple and res[0] is None:
+            raise ConversionError(f"cannot load the compiled chunk {plan.rel}: {res[1]}")
+        return res
 
     async def drive(
         self,
@@ -509,19 +509,26 @@ class LuaTransport:
             return SkillError(f"{card.name}: {card.operation}: {message}")
         return SkillError(f"{card.name}: {message}")
 
+    def _table_result(self, iso: Isolate, card: Card, value: Any) -> RawResult:
+        """The result of a call that returned one value other than a string."""
+        return RawResult(output=self.table_output(iso, card, value))
+
+    def table_output(self, iso: Isolate, card: Card, value: Any) -> Any:
+        """The JSON output of one returned value other than a string, size-checked."""
+        try:
+            output = iso.to_py(value)
+        except (ConversionError, UnicodeDecodeError) as exc:
+            raise self._translate(iso, card, None, 0, exc) from exc
+        size = len(orjson.dumps(output))
+        if size > card.limits.max_output_bytes:
+            raise OutputTooLarge(
+                f"{card.name}: output is {size} bytes; the limit is {card.limits.max_output_bytes}"
+            )
+        return output
+
     def _result(self, iso: Isolate, card: Card, values: tuple[Any, ...]) -> RawResult:
         if len(values) == 1 and type(values[0]) is not str:
-            try:
-                output = iso.to_py(values[0])
-            except (ConversionError, UnicodeDecodeError) as exc:
-                raise self._translate(iso, card, None, 0, exc) from exc
-            size = len(orjson.dumps(output))
-            if size > card.limits.max_output_bytes:
-                raise OutputTooLarge(
-                    f"{card.name}: output is {size} bytes; "
-                    f"the limit is {card.limits.max_output_bytes}"
-                )
-            return RawResult(output=output)
+            return self._table_result(iso, card, values[0])
         content = values[0] if values else None
         overflow = values[1] if len(values) > 1 else None
         hint = values[2] if len(values) > 2 else None
@@ -552,6 +559,13 @@ class LuaTransport:
         if isinstance(hint, str):
             events = ({"kind": "template_hint", "hint": hint},)
         return RawResult(output=output, content=text, events=events)
+
+    def direct(self, card: Card) -> Any:
+        """A synchronous run of ``card`` for the runtime's flattened path, or None (see
+        :mod:`skillyard.transports.lua.direct`)."""
+        from skillyard.transports.lua.direct import direct_run
+
+        return direct_run(self, card)
 
     async def health(self) -> dict[str, Any]:
         pooled = sum(len(p) for p in self._pools.values())

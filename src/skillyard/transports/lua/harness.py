@@ -4,23 +4,24 @@
 standard library still present. It keeps the privileged functions it needs
 (``debug.sethook``, ``debug.setupvalue``, binary ``load``) as upvalues, removes
 everything a skill must not reach from the real globals, and returns a small
-table of entry points the Python side drives (``call``, ``resume``, ``compile``,
-``describe``). Skill code only ever runs inside a coroutine that carries the
-instruction/deadline count hook, in a fresh ``_ENV`` per call whose fallbacks
-are read-only proxies.
+table of entry points the Python side drives (``call``, ``bind``, ``resume``,
+``compile``, ``describe``). Skill code only ever runs inside a coroutine that
+carries the instruction/deadline count hook, in a fresh ``_ENV`` per call whose
+fallbacks are read-only proxies.
 
-The ``vulcan`` table (vulcan.py) and the Lua pattern engine (patterns.py) are
-separate chunks the harness loads on first use, so an isolate that needs neither
-never pays for them.
+A fresh isolate pays for what its skill uses: :data:`EXTRA` (the protected
+``pcall``/``xpcall``/``coroutine``/``load``/``require``/``print`` wrappers, the
+cost estimate for pattern calls), the ``vulcan`` table (vulcan.py) and the Lua
+pattern engine (patterns.py) are separate chunks loaded on first use, and the
+Python helpers are fetched by name the first time Lua needs one. What a skill
+can reach before any of them loads is already safe: the real ``string`` table's
+pattern functions and ``string.rep`` are wrapped in the harness itself.
 """
 
 from __future__ import annotations
 
 HARNESS = r"""
-local now, ENGINE_SRC, MEMCAP, LIMIT, VULCAN_CODE, py_json_encode, py_json_decode, py_path,
-  py_log, py_context, py_module = ...
-local PY = {json_encode = py_json_encode, json_decode = py_json_decode, path = py_path,
-            log = py_log, context = py_context, module = py_module}
+local fetch, MEMCAP, LIMIT = ...
 local sethook, setupvalue = debug.sethook, debug.setupvalue
 local G = _G
 local type, error, select, next, pairs, ipairs = type, error, select, next, pairs, ipairs
@@ -32,12 +33,12 @@ local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, corou
 local co_status, co_running, co_isyieldable, co_close =
   coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
 local collectgarbage = collectgarbage
-local concat = table.concat
+local concat, unpack = table.concat, table.unpack
 local sfind, smatch, sgmatch, sgsub = string.find, string.match, string.gmatch, string.gsub
 local ssub, sbyte, srep = string.sub, string.byte, string.rep
 local huge, mtype = math.huge, math.type
 local os_time, os_clock, os_date = os.time, os.clock, os.date
-local unpack = table.unpack
+local STRING, TABLE, MATH, UTF8, VERSION = string, table, math, utf8, _VERSION
 
 -- 1. Take away everything a skill must not reach, from the real globals as well.
 string.dump = nil
@@ -52,13 +53,16 @@ getmetatable("").__metatable = false
 local MEMERR = "not enough memory"
 local QUOTA = setmetatable({}, {__tostring = function() return "stopped by a limit" end,
                                 __metatable = false})
+local now
 local used, budget, deadline, step, tripped = 0, huge, huge, 10000, nil
 local function hook()
   if tripped then error(QUOTA, 0) end
   used = used + step
   if used > budget then tripped = "instructions"; error(QUOTA, 0) end
+  if now == nil then now = fetch("now") end
   if now() > deadline then tripped = "timeout"; error(QUOTA, 0) end
 end
+local function defer() tripped = "defer"; error(QUOTA, 0) end
 local function fatal(e)
   if tripped or rawequal(e, QUOTA) then return true end
   if rawequal(e, MEMERR) then tripped = "memory"; return true end
@@ -70,19 +74,244 @@ local function newco(f)
   return co
 end
 
--- 3. Protected wrappers: nothing may swallow a limit error.
+-- 3. Read-only proxies for everything shared between calls.
+local FROZEN = setmetatable({}, {__mode = "k"})
+local function readonly(_, k)
+  error("cannot modify a read-only table of the sandbox (key " .. tostring(k) .. ")", 2)
+end
+local function freeze(real)
+  local proxy = setmetatable({}, {
+    __index = real, __newindex = readonly,
+    __pairs = function() return next, real, nil end,
+    __len = function() return #real end,
+    __metatable = false,
+  })
+  FROZEN[proxy] = true
+  return proxy
+end
+local HOSTREQ = setmetatable({}, {__metatable = false})
+local OURS = setmetatable({}, {__mode = "k"})  -- error objects made by mkerr (extras)
+-- what the extras read of the call in flight: its _ENV, its require cache, its context
+local ST = {}
+
+-- 4. The extras chunk, loaded the first time a skill (or a session) needs one of its parts.
+-- What it is handed is packed into KIT at the end of this chunk: a closure capturing each
+-- of those locals would cost an upvalue apiece in every new VM.
+local ENV_MT, DONE, prepare, begin, finish, setco  -- the driver's, defined below
+local X, KIT
+local function extra()
+  if X == nil then
+    X = assert(load(fetch("extra"), "=skillyard.extra", "b", {}))(unpack(KIT, 1, KIT.n))
+  end
+  return X
+end
+
+-- 5. Pattern functions: run in C when cheap, in the hooked Lua engine when not. The real
+-- string table is reachable through string methods, so these are installed right away.
+local heavy
+heavy = function(s, p, plain, anchorable)
+  heavy = extra().heavy
+  return heavy(s, p, plain, anchorable)
+end
+string.find = function(s, p, init, plain)
+  if type(s) == "string" and type(p) == "string" and heavy(s, p, plain, true) then
+    return X.engine().find(s, p, init, plain, true)
+  end
+  return sfind(s, p, init, plain)
+end
+string.match = function(s, p, init)
+  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
+    return X.engine().find(s, p, init, false, false)
+  end
+  return smatch(s, p, init)
+end
+string.gmatch = function(s, p, init)
+  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, false) then
+    return X.engine().gmatch(s, p, init)
+  end
+  return sgmatch(s, p, init)
+end
+string.gsub = function(s, p, repl, n)
+  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
+    return X.engine().gsub(s, p, repl, n)
+  end
+  return sgsub(s, p, repl, n)
+end
+string.rep = function(s, n, sep)
+  if type(s) == "string" and mtype(n) == "integer" and n > 0 then
+    local size = (#s + (type(sep) == "string" and #sep or 0)) * n
+    if size > MEMCAP then tripped = "memory"; error(QUOTA, 0) end
+  end
+  return srep(s, n, sep)
+end
+
+-- 6. The environment every call starts from; libraries and wrappers are made on first use.
+local BASE = {
+  assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+  select = select, tonumber = tonumber, tostring = tostring, type = type,
+  rawequal = rawequal, rawget = rawget, rawlen = rawlen, getmetatable = getmetatable,
+  _VERSION = VERSION,
+}
+local LIBS = {string = STRING, table = TABLE, math = MATH, utf8 = UTF8}
+local EXTRAS = {pcall = true, xpcall = true, rawset = true, setmetatable = true, load = true,
+                collectgarbage = true, require = true, print = true, coroutine = true,
+                vulcan = true}
+setmetatable(BASE, {__index = function(_, k)
+  local v = LIBS[k]
+  if v ~= nil then
+    v = freeze(v)
+  elseif k == "os" then
+    v = freeze({time = os_time, clock = os_clock, date = os_date})
+  elseif EXTRAS[k] then
+    v = extra()[k]
+    if k == "vulcan" then return v() end
+  else
+    return nil
+  end
+  rawset(BASE, k, v)
+  return v
+end})
+ENV_MT = {__index = BASE, __metatable = false}
+G.string, G.table, G.math, G.utf8, G.coroutine = nil, nil, nil, nil, nil
+
+-- 7. The driver: one coroutine serves calls until one fails; host calls come back to
+-- Python as yields, results as a DONE yield that leaves the coroutine ready for the next call.
+local CO, CO_STEP
+DONE = setmetatable({}, {__metatable = false})
+local function server(chunk, key, args)
+  while true do
+    local r = chunk()
+    if key ~= nil then
+      if type(r) ~= "table" then
+        error({entry = "the entry file must return a table of functions, got " .. type(r)})
+      end
+      r = r[key]
+    end
+    if type(r) ~= "function" then
+      error({entry = "the entry did not provide a function" .. (key and (" named " .. key) or "")
+        .. ", got " .. type(r)})
+    end
+    chunk, key, args = co_yield(DONE, r(args))
+  end
+end
+finish = function(ok, a, ...)
+  if not ok then
+    CO = nil
+    if fatal(a) then return "limit", tripped end
+    return "error", a
+  end
+  if rawequal(a, DONE) then return "done", select("#", ...), ... end
+  if rawequal(a, HOSTREQ) then
+    if ST.direct then CO = nil; return "host", false end  -- a direct run defers: drop it
+    return "host", ...
+  end
+  CO = nil
+  return "error", "coroutine.yield was called outside of a coroutine"
+end
+prepare = function(b, d, s, env)
+  used, budget, deadline, step, tripped = 0, b, d, s, nil
+  ST.env, ST.loaded, ST.ctx, ST.direct = env, nil, nil, nil
+end
+begin = function(chunk, b, d, s)
+  local env = setmetatable({_G = false}, ENV_MT)
+  env._G = env
+  prepare(b, d, s, env)
+  setupvalue(chunk, 1, env)
+  if CO == nil or co_status(CO) ~= "suspended" then
+    CO, CO_STEP = newco(server), s
+  elseif CO_STEP ~= s then
+    sethook(CO, hook, "", s)
+    CO_STEP = s
+  end
+  return CO
+end
+setco = function(co) CO = co end
+-- Entry points for Python; the ones only sessions, options.thread and errors in a
+-- skill's first load need (call, eval, newenv, compile) come with the extras.
+local H = setmetatable({}, {__index = function(_, k) return extra().H[k] end})
+-- The warm path's entry: the chunk, key and limits bound once per isolate, so a call
+-- crosses with two values; a call that returns one table gives back just that table.
+local function finish_one(ok, a, ...)
+  if ok and rawequal(a, DONE) and select("#", ...) == 1 and type((...)) == "table" then
+    return (...)
+  end
+  return finish(ok, a, ...)
+end
+-- ``direct`` marks a run with no call context (Transport.direct): the first log line or
+-- context lookup stops it (tripped "defer") so the runtime can redo the call in full.
+function H.bind(chunk, key, b, s)
+  return function(d, args, direct)
+    begin(chunk, b, d, s)
+    ST.direct = direct
+    return finish_one(co_resume(CO, chunk, key, args))
+  end
+end
+-- A fresh isolate's only call: load the entry's bytecode and run it in one crossing.
+function H.once(code, chunkname, key, b, d, s, args)
+  local chunk, err = load(code, chunkname, "b", {})
+  if not chunk then return nil, err end
+  begin(chunk, b, d, s)
+  return finish_one(co_resume(CO, chunk, key, args))
+end
+function H.resume(ok, v, code, message, id)
+  return finish(co_resume(CO, ok, v, code, message, id))
+end
+function H.describe(e)
+  -- never calls a metamethod: this runs outside the hooked coroutine
+  local t = type(e)
+  if t == "string" or t == "number" then return nil, tostring(e) end
+  if t == "table" then
+    if OURS[e] then return rawget(e, "code"), rawget(e, "message"), rawget(e, "id") end
+    local entry = rawget(e, "entry")
+    if type(entry) == "string" then return "entry", entry end
+    local msg = rawget(e, "message")
+    if type(msg) == "string" then return nil, msg end
+    return nil, "an error object (a table)"
+  end
+  return nil, "an error value of type " .. t
+end
+KIT = {
+  fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
+  setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
+  tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
+  co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
+  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, defer, n = 47}
+return H
+"""
+
+# Loaded into an isolate the first time a skill needs one of these (see section 4 above).
+EXTRA = r"""
+local fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
+  setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
+  tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
+  co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
+  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, defer = ...
+local X = {}
+-- Python helpers, fetched by name on first use
+local PY = setmetatable({}, {__index = function(t, k)
+  local v = fetch(k)
+  rawset(t, k, v)
+  return v
+end, __metatable = false})
+-- JSON null: one read-only marker table (a nil would leave holes in arrays)
+local NULL = setmetatable({["\0skillyard.null"] = true}, {
+  __newindex = readonly, __pairs = function() return next, {}, nil end,
+  __tostring = function() return "null" end, __metatable = false,
+})
+FROZEN[NULL] = true
+
+-- Protected wrappers: nothing may swallow a limit error.
 local function after_pcall(ok, ...)
   if not ok and fatal((...)) then error(QUOTA, 0) end
   return ok, ...
 end
-local function s_pcall(f, ...) return after_pcall(pcall(f, ...)) end
-local function s_xpcall(f, h, ...)
+function X.pcall(f, ...) return after_pcall(pcall(f, ...)) end
+function X.xpcall(f, h, ...)
   return after_pcall(xpcall(f, function(e)
     if fatal(e) then return e end
     return h(e)
   end, ...))
 end
-local HOSTREQ = setmetatable({}, {__metatable = false})
 local after_resume
 local function s_resume(co, ...) return after_resume(co, co_resume(co, ...)) end
 after_resume = function(co, ok, a, ...)
@@ -109,27 +338,14 @@ local function s_wrap(f)
   return function(...) return after_wrap(s_resume(co, ...)) end
 end
 local function s_close(co) return after_pcall(co_close(co)) end
-
--- 4. Read-only proxies for everything shared between calls.
-local FROZEN = setmetatable({}, {__mode = "k"})
-local function readonly(_, k)
-  error("cannot modify a read-only table of the sandbox (key " .. tostring(k) .. ")", 2)
-end
-local function freeze(real)
-  local proxy = setmetatable({}, {
-    __index = real, __newindex = readonly,
-    __pairs = function() return next, real, nil end,
-    __len = function() return #real end,
-    __metatable = false,
-  })
-  FROZEN[proxy] = true
-  return proxy
-end
-local function s_rawset(t, k, v)
+X.coroutine = freeze({create = s_create, resume = s_resume, yield = co_yield,
+                      status = co_status, wrap = s_wrap, running = co_running,
+                      isyieldable = co_isyieldable, close = s_close})
+function X.rawset(t, k, v)
   if FROZEN[t] then readonly(t, k) end
   return rawset(t, k, v)
 end
-local function s_setmetatable(t, mt)
+function X.setmetatable(t, mt)
   if FROZEN[t] then readonly(t, "metatable") end
   if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
     error("__gc metamethods are not supported in the sandbox", 2)
@@ -137,7 +353,7 @@ local function s_setmetatable(t, mt)
   return setmetatable(t, mt)
 end
 local GC_OK = {count = true, collect = true, step = true, isrunning = true}
-local function s_collectgarbage(opt, ...)
+function X.collectgarbage(opt, ...)
   opt = opt or "collect"
   if not GC_OK[opt] then
     error("collectgarbage('" .. tostring(opt) .. "') is not allowed in the sandbox", 2)
@@ -145,11 +361,11 @@ local function s_collectgarbage(opt, ...)
   return collectgarbage(opt, ...)
 end
 
--- 5. Pattern functions: run in C when cheap, in the hooked Lua engine when not.
+-- The cost estimate for pattern calls, and the hooked Lua engine for the costly ones.
 local ENGINE
-local function engine()
+function X.engine()
   if not ENGINE then
-    ENGINE = assert(load(ENGINE_SRC, "=skillyard.patterns", "t", {}))(
+    ENGINE = assert(load(PY.engine, "=skillyard.patterns", "t", {}))(
       sfind, ssub, sbyte, error, type, tostring, tonumber, concat, unpack)
   end
   return ENGINE
@@ -188,7 +404,7 @@ local function quantifiers(p, m, start)
   return q
 end
 local SPECIALS = "[%^%$%*%+%?%.%(%)%[%]%%%-]"
-local function heavy(s, p, plain, anchorable)
+function X.heavy(s, p, plain, anchorable)
   local n, m = #s, #p
   if plain or not sfind(p, SPECIALS) then return n * m > LIMIT end
   local anchored = anchorable and sbyte(p, 1) == 94
@@ -200,177 +416,73 @@ local function heavy(s, p, plain, anchorable)
   end
   return false
 end
-string.find = function(s, p, init, plain)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, plain, true) then
-    return engine().find(s, p, init, plain, true)
-  end
-  return sfind(s, p, init, plain)
-end
-string.match = function(s, p, init)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
-    return engine().find(s, p, init, false, false)
-  end
-  return smatch(s, p, init)
-end
-string.gmatch = function(s, p, init)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, false) then
-    return engine().gmatch(s, p, init)
-  end
-  return sgmatch(s, p, init)
-end
-string.gsub = function(s, p, repl, n)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
-    return engine().gsub(s, p, repl, n)
-  end
-  return sgsub(s, p, repl, n)
-end
-string.rep = function(s, n, sep)
-  if type(s) == "string" and mtype(n) == "integer" and n > 0 then
-    local size = (#s + (type(sep) == "string" and #sep or 0)) * n
-    if size > MEMCAP then tripped = "memory"; error(QUOTA, 0) end
-  end
-  return srep(s, n, sep)
-end
 
--- JSON null: one read-only marker table (a nil would leave holes in arrays)
-local NULL = setmetatable({["\0skillyard.null"] = true}, {
-  __newindex = readonly, __pairs = function() return next, {}, nil end,
-  __tostring = function() return "null" end, __metatable = false,
-})
-FROZEN[NULL] = true
-
--- 6. Errors the Python side recognises, logging, and the vulcan table (loaded on first use).
+-- Errors the Python side recognises, logging, and the vulcan table (loaded on first use).
 local ERRMT = {__tostring = function(e) return rawget(e, "message") end, __metatable = false}
-local OURS = setmetatable({}, {__mode = "k"})
 local function mkerr(code, message, id)
   local e = setmetatable({code = code, message = message, id = id}, ERRMT)
   OURS[e] = true
   return e
 end
-local pylog = PY.log
 local function log(level, ...)
+  if ST.direct then defer() end
   local parts = {}
   for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
-  pylog(tostring(level), concat(parts, " "))
+  PY.log(tostring(level), concat(parts, " "))
 end
-local CTX
 local function get_ctx()
-  if CTX == nil then CTX = PY.context() end
-  return CTX
+  if ST.direct then defer() end
+  local ctx = ST.ctx
+  if ctx == nil then ctx = PY.context(); ST.ctx = ctx end
+  return ctx
 end
 local VULCAN
-local function vulcan()
+function X.vulcan()
   if VULCAN == nil then
     local env = {setmetatable = setmetatable, rawget = rawget, type = type, error = error,
                  select = select, next = next, pairs = pairs, ipairs = ipairs,
                  tostring = tostring}
-    VULCAN = assert(load(VULCAN_CODE, "=skillyard.vulcan", "b", env))(
+    VULCAN = assert(load(PY.vulcan_code, "=skillyard.vulcan", "b", env))(
       PY, HOSTREQ, FROZEN, readonly, mkerr, get_ctx, log, co_yield, co_isyieldable, NULL)
   end
   return VULCAN
 end
 
--- 7. The environment every call starts from.
-local CUR_ENV, LOADED, MODULES = nil, nil, {}
-local function s_load(chunk, name, mode, ...)
+-- load (text only, in the call's environment) and require (modules of the package).
+function X.load(chunk, name, mode, ...)
   if mode ~= nil and mode ~= "t" then
     error("load: only text chunks are allowed in the sandbox (mode 't')", 2)
   end
-  local env = CUR_ENV
+  local env = ST.env
   if select("#", ...) > 0 then env = ... end
   return load(chunk, name, "t", env)
 end
-local pymodule = PY.module
-local function s_require(name)
+local MODULES = {}
+function X.require(name)
   if type(name) ~= "string" then error("bad argument #1 to 'require' (string expected)", 2) end
-  if LOADED == nil then LOADED = {} end
-  local hit = LOADED[name]
+  local loaded = ST.loaded
+  if loaded == nil then loaded = {}; ST.loaded = loaded end
+  local hit = loaded[name]
   if hit ~= nil then return hit end
   local f = MODULES[name]
   if f == nil then
-    local ok, code, chunkname = pymodule(name)
+    local ok, code, chunkname = PY.module(name)
     if not ok then error(code, 2) end
-    f = assert(load(code, chunkname, "b", CUR_ENV))
+    f = assert(load(code, chunkname, "b", ST.env))
     MODULES[name] = f
   end
-  setupvalue(f, 1, CUR_ENV)
+  setupvalue(f, 1, ST.env)
   local r = f(name)
   if r == nil then r = true end
-  LOADED[name] = r
+  loaded[name] = r
   return r
 end
-local function s_print(...) log("info", ...) end
-local BASE = {
-  assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
-  pcall = s_pcall, xpcall = s_xpcall, select = select, tonumber = tonumber,
-  tostring = tostring, type = type, rawequal = rawequal, rawget = rawget, rawlen = rawlen,
-  rawset = s_rawset, setmetatable = s_setmetatable, getmetatable = getmetatable,
-  load = s_load, collectgarbage = s_collectgarbage, require = s_require, print = s_print,
-  _VERSION = _VERSION,
-  string = freeze(string), table = freeze(table), math = freeze(math), utf8 = freeze(utf8),
-  coroutine = freeze({create = s_create, resume = s_resume, yield = co_yield,
-                      status = co_status, wrap = s_wrap, running = co_running,
-                      isyieldable = co_isyieldable, close = s_close}),
-  os = freeze({time = os_time, clock = os_clock, date = os_date}),
-}
-setmetatable(BASE, {__index = function(_, k) if k == "vulcan" then return vulcan() end end})
-local ENV_MT = {__index = BASE, __metatable = false}
-G.string, G.table, G.math, G.utf8, G.coroutine = nil, nil, nil, nil, nil
+function X.print(...) log("info", ...) end
 
--- 8. The driver: one coroutine serves calls until one fails; host calls come back to
--- Python as yields, results as a DONE yield that leaves the coroutine ready for the next call.
-local CO, CO_STEP
-local DONE = setmetatable({}, {__metatable = false})
-local function body(chunk, key, args)
-  local r = chunk()
-  if key ~= nil then
-    if type(r) ~= "table" then
-      error({entry = "the entry file must return a table of functions, got " .. type(r)})
-    end
-    r = r[key]
-  end
-  if type(r) ~= "function" then
-    error({entry = "the entry did not provide a function" .. (key and (" named " .. key) or "")
-      .. ", got " .. type(r)})
-  end
-  return r(args)
-end
-local function server(chunk, key, args)
-  while true do
-    chunk, key, args = co_yield(DONE, body(chunk, key, args))
-  end
-end
-local function finish(ok, a, ...)
-  if not ok then
-    CO = nil
-    if fatal(a) then return "limit", tripped end
-    return "error", a
-  end
-  if rawequal(a, DONE) then return "done", select("#", ...), ... end
-  if rawequal(a, HOSTREQ) then return "host", ... end
-  CO = nil
-  return "error", "coroutine.yield was called outside of a coroutine"
-end
-local function prepare(b, d, s, env)
-  used, budget, deadline, step, tripped = 0, b, d, s, nil
-  CUR_ENV, LOADED, CTX = env, nil, nil
-end
+-- The driver's general entry points: the call any path can take, and runtime sessions.
 local H = {}
 function H.call(chunk, key, args, b, d, s)
-  local env = setmetatable({}, ENV_MT)
-  env._G = env
-  prepare(b, d, s, env)
-  setupvalue(chunk, 1, env)
-  if CO == nil or co_status(CO) ~= "suspended" then
-    CO, CO_STEP = newco(server), s
-  elseif CO_STEP ~= s then
-    sethook(CO, hook, "", s)
-    CO_STEP = s
-  end
-  return finish(co_resume(CO, chunk, key, args))
-end
-function H.resume(ok, v, code, message, id)
-  return finish(co_resume(CO, ok, v, code, message, id))
+  return finish(co_resume(begin(chunk, b, d, s), chunk, key, args))
 end
 -- persistent environments for runtime sessions: globals survive between evals
 function H.newenv()
@@ -383,27 +495,14 @@ function H.eval(env, code, args, b, d, s)
   local chunk, err = load(code, "=eval", "t", env)
   if not chunk then return "error", err end
   prepare(b, d, s, env)
-  CO = newco(run_chunk)
-  return finish(co_resume(CO, chunk, nil, args))
+  local co = newco(run_chunk)
+  setco(co)
+  return finish(co_resume(co, chunk, nil, args))
 end
 function H.compile(code, chunkname)
   return load(code, chunkname, "b", {})
 end
-function H.describe(e)
-  -- never calls a metamethod: this runs outside the hooked coroutine
-  local t = type(e)
-  if t == "string" or t == "number" then return nil, tostring(e) end
-  if t == "table" then
-    if OURS[e] then return rawget(e, "code"), rawget(e, "message"), rawget(e, "id") end
-    local entry = rawget(e, "entry")
-    if type(entry) == "string" then return "entry", entry end
-    local msg = rawget(e, "message")
-    if type(msg) == "string" then return nil, msg end
-    return nil, "an error object (a table)"
-  end
-  return nil, "an error value of type " .. t
-end
-function H.memory() return collectgarbage("count") end
 H.null = NULL
-return H
+X.H = H
+return X
 """

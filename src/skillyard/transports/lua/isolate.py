@@ -28,35 +28,49 @@ MB = 1024 * 1024
 # Above this estimated number of matcher steps a pattern call runs in the hooked Lua engine.
 PATTERN_LIMIT = 20_000_000
 MAX_DEPTH = 100
-_ENGINE_BYTES = ENGINE.encode()  # encoded once, not per isolate
-API_NAMES = ("json_encode", "json_decode", "path", "log", "context", "module")
+API_NAMES = frozenset(("json_encode", "json_decode", "path", "log", "context", "module"))
 _SCALARS = (str, int, bool)
 _NESTED = frozenset((dict, list, tuple))
 NULL_KEY = "\0skillyard.null"
+
+
+def _lua_table_type() -> type:
+    import lupa.lua54 as lupa
+
+    return type(lupa.LuaRuntime(register_eval=False, register_builtins=False).table())
+
+
+_LUA_TABLE: type | None = None
 
 
 class ConversionError(ValueError):
     """A Lua value cannot be expressed as JSON."""
 
 
-_BYTECODE: list[tuple[bytes, bytes]] = []
+# What an isolate's harness fetches by name: its own bytecode and the chunks it loads on
+# first use (compiled once per process), and the pattern engine's source.
+SOURCES: dict[str, Any] = {}
 
 
-def harness_bytecode() -> tuple[bytes, bytes]:
-    """The harness and the vulcan table compiled once per process (isolates load bytecode)."""
-    if not _BYTECODE:
+def harness_bytecode() -> bytes:
+    """The harness compiled once per process; fills :data:`SOURCES` with its lazy chunks."""
+    if not SOURCES:
         import lupa.lua54 as lupa
 
+        from skillyard.transports.lua.harness import EXTRA
         from skillyard.transports.lua.vulcan import VULCAN
 
         compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
         dump = compiler.eval(
             "function(src, name) return string.dump(assert(load(src, name)), true) end"
         )
-        _BYTECODE.append(
-            (bytes(dump(HARNESS.encode(), b"=harness")), bytes(dump(VULCAN.encode(), b"=vulcan")))
-        )
-    return _BYTECODE[0]
+        SOURCES["extra"] = bytes(dump(EXTRA.encode(), b"=extra"))
+        SOURCES["vulcan_code"] = bytes(dump(VULCAN.encode(), b"=vulcan"))
+        SOURCES["engine"] = ENGINE.encode()
+        SOURCES["now"] = time.monotonic
+        SOURCES["harness"] = bytes(dump(HARNESS.encode(), b"=harness"))
+    harness: bytes = SOURCES["harness"]
+    return harness
 
 
 def _deny_attributes(obj: Any, name: Any, is_setting: bool) -> Any:
@@ -71,6 +85,7 @@ class Isolate:
         "_h_describe",
         "_h_eval",
         "_h_resume",
+        "_null",
         "calls",
         "chunks",
         "current",
@@ -79,11 +94,11 @@ class Isolate:
         "lua",
         "lua_type",
         "memory_limit",
-        "null",
+        "runners",
         "table_from",
     )
 
-    def __init__(self, *, memory_limit: int, api: dict[str, Callable[..., Any]]) -> None:
+    def __init__(self, *, memory_limit: int, fetch: Callable[[str], Any]) -> None:
         import lupa.lua54 as lupa
 
         self.memory_limit = memory_limit
@@ -95,25 +110,17 @@ class Isolate:
             max_memory=0,
         )
         self.lua_type = lupa.lua_type
+        global _LUA_TABLE
+        if _LUA_TABLE is None:
+            _LUA_TABLE = _lua_table_type()
         self.table_from = self.lua.table_from
-        core, vulcan = harness_bytecode()
-        harness = self.lua.execute(
-            core,
-            time.monotonic,
-            _ENGINE_BYTES,
-            memory_limit,
-            PATTERN_LIMIT,
-            vulcan,
-            *(api[name] for name in API_NAMES),
-        )
+        harness = self.lua.execute(harness_bytecode(), fetch, memory_limit, PATTERN_LIMIT)
         self.h = harness
-        self._h_call = harness.call
-        self._h_resume = harness.resume
-        self._h_describe = harness.describe
-        self._h_eval = harness.eval
-        self.null = harness.null
+        # entry points looked up on first use: each lookup is a crossing into Lua
+        self._h_call = self._h_resume = self._h_describe = self._h_eval = self._null = None
         self.lua.set_max_memory(memory_limit, total=False)
         self.chunks: dict[Any, Any] = {}
+        self.runners: dict[Any, Any] = {}
         self.current: Any = None
         self.dead = False
         self.calls = 0
@@ -129,12 +136,42 @@ class Isolate:
             self.chunks[key] = fn
         return fn
 
+    def runner(self, token: Any, chunk: Any, key: str | None, budget: float, step: int) -> Any:
+        """``chunk`` bound to its key and limits, cached under ``token`` (``H.bind``).
+
+        ``runner(deadline, args)`` returns the result table itself when the call finished
+        with exactly one table, else the ``(status, ...)`` tuple :meth:`start` returns."""
+        fn = self.runners.get(token)
+        if fn is None:
+            fn = self.runners[token] = self.h.bind(chunk, key, budget, step)
+        return fn
+
+    def once(
+        self,
+        bytecode: bytes,
+        chunkname: str,
+        key: str | None,
+        args: Any,
+        budget: float,
+        deadline: float,
+        step: int,
+    ) -> Any:
+        """Load an entry and run it in one crossing (a fresh isolate's only call).
+
+        Returns what a :meth:`runner` returns, or ``(None, message)`` if the bytecode does
+        not load."""
+        self.calls += 1
+        return self.h.once(bytecode, chunkname, key, budget, deadline, step, args)
+
     def start(
         self, chunk: Any, key: str | None, args: Any, budget: float, deadline: float, step: int
     ) -> tuple[Any, ...]:
         """Begin a call; returns ``(status, ...)`` (done, host, error or limit)."""
         self.calls += 1
-        result: tuple[Any, ...] = self._h_call(chunk, key, args, budget, deadline, step)
+        fn = self._h_call
+        if fn is None:
+            fn = self._h_call = self.h.call
+        result: tuple[Any, ...] = fn(chunk, key, args, budget, deadline, step)
         return result
 
     def resume(
@@ -146,7 +183,10 @@ class Isolate:
         error_id: Any = None,
     ) -> tuple[Any, ...]:
         """Answer a host request and continue the call."""
-        result: tuple[Any, ...] = self._h_resume(ok, value, code, message, error_id)
+        fn = self._h_resume
+        if fn is None:
+            fn = self._h_resume = self.h.resume
+        result: tuple[Any, ...] = fn(ok, value, code, message, error_id)
         return result
 
     def new_env(self) -> Any:
@@ -157,12 +197,18 @@ class Isolate:
         self, env: Any, code: str, args: Any, budget: float, deadline: float, step: int
     ) -> tuple[Any, ...]:
         """Run ``code`` in the persistent ``env`` (sessions)."""
-        result: tuple[Any, ...] = self._h_eval(env, code, args, budget, deadline, step)
+        fn = self._h_eval
+        if fn is None:
+            fn = self._h_eval = self.h.eval
+        result: tuple[Any, ...] = fn(env, code, args, budget, deadline, step)
         return result
 
     def describe(self, err: Any) -> tuple[str | None, str, Any]:
         """``(code, message, error_id)`` of a Lua error value, without running skill code."""
-        out = self._h_describe(err)
+        fn = self._h_describe
+        if fn is None:
+            fn = self._h_describe = self.h.describe
+        out = fn(err)
         if not isinstance(out, tuple):
             return None, str(out), None
         code, message = out[0], out[1]
@@ -192,7 +238,10 @@ class Isolate:
         if depth > MAX_DEPTH:
             raise ConversionError(f"arguments nested deeper than {MAX_DEPTH} levels")
         if value is None:
-            return self.null
+            null = self._null
+            if null is None:
+                null = self._null = self.h.null
+            return null
         if isinstance(value, dict):
             return {k: self._with_nulls(v, depth + 1) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -208,9 +257,10 @@ class Isolate:
             if math.isfinite(value):
                 return value
             raise ConversionError(f"{value} is not a JSON number")
-        kind = self.lua_type(value)
-        if kind != "table":
-            raise ConversionError(f"a Lua {kind or 'host'} value cannot be returned as JSON")
+        if t is not _LUA_TABLE:
+            kind = self.lua_type(value)
+            if kind != "table":
+                raise ConversionError(f"a Lua {kind or 'host'} value cannot be returned as JSON")
         fast = dict(value.items())
         for k, v in fast.items():
             if type(k) is not str or type(v) not in _SCALARS:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from skillyard.transports.lua.isolate import ConversionError
+from skillyard.transports.lua.isolate import API_NAMES, SOURCES, ConversionError
 
 if TYPE_CHECKING:
     from skillyard.card import Card
@@ -66,16 +66,37 @@ class LocalApi:
     def __init__(self) -> None:
         self.iso: Isolate | None = None
         self.state = IDLE
+        self.own = CallState()  # reused by each call into this isolate (see ``begin``)
 
-    def functions(self) -> dict[str, Callable[..., Any]]:
-        return {
-            "json_encode": self.json_encode,
-            "json_decode": self.json_decode,
-            "path": self.path,
-            "log": self.log,
-            "context": self.context,
-            "module": self.module,
-        }
+    def begin(
+        self,
+        card: Card,
+        ctx: CallContext | None,
+        modules: Callable[[str], tuple[bytes, str]] | None,
+    ) -> None:
+        """Point the helpers at a new call: same as a fresh ``CallState``, without making one."""
+        st = self.own
+        st.card, st.ctx, st.modules = card, ctx, modules
+        if st.errors:
+            st.errors = []
+        st.logged = 0
+        self.state = st
+
+    def end(self) -> None:
+        """No call in flight: the helpers see ``IDLE`` and hold on to nothing of the last one."""
+        self.state = IDLE
+        self.own.ctx = None
+
+    def fetch(self, name: Any) -> Any:
+        """What the harness asks for by name the first time it needs it: one of the helpers
+        below, or a shared chunk or clock from :data:`~skillyard.transports.lua.isolate.SOURCES`."""
+        if name in API_NAMES:
+            return getattr(self, name)
+        return SOURCES.get(name)
+
+    # The harness is handed the object itself as its fetch function: lupa takes ~4x longer
+    # to push a bound method into a new VM than a plain object.
+    __call__ = fetch
 
     # -- json ------------------------------------------------------------------------------
 

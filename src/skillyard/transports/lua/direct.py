@@ -1,0 +1,89 @@
+"""Warm Lua calls on the runtime's flattened path (``Transport.direct``).
+
+When no middleware applies to a card, the runtime calls ``run(args)`` in place of the
+pipeline: no call context, no coroutine, no await. A Lua skill needs a context only
+when it reaches out: a host call (a yield to the transport), a log line or
+``vulcan.context``. Such a run stops before anything leaves the VM and answers
+``DEFER``: a host request is never sent, a log line never emitted (the harness trips
+the run with an uncatchable ``defer``). The runtime then redoes the call through
+:meth:`LuaTransport.call`, and this card's runs defer at once from then on.
+
+Only warm isolates take this path: a fresh one is dominated by building its VM.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from skillyard.errors import SkillError
+from skillyard.transports.base import DEFER
+from skillyard.transports.lua.isolate import ConversionError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from skillyard.card import Card
+    from skillyard.transports.lua import LuaTransport
+
+
+def direct_run(transport: LuaTransport, card: Card) -> Callable[[dict[str, Any]], Any] | None:
+    """``run(args)`` for a warm card, or None when its calls must take the full path."""
+    plan = transport._plan(card)
+    pool = plan.pool
+    if pool is None or plan.bytecode is None or plan.thread:
+        return None
+    bytecode, rel, key, budget, step = plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step
+    token, modules, timeout = plan.token, plan.modules, card.limits.timeout_sec
+    lua_errors = (transport._lua_error, UnicodeDecodeError, ConversionError)
+    monotonic = time.monotonic
+    deferred = False
+
+    def run(args: dict[str, Any]) -> Any:
+        nonlocal deferred
+        if deferred:
+            return DEFER
+        iso = pool.pop() if pool else transport.new_isolate(plan.memory)
+        api = iso.current
+        api.begin(card, None, modules)
+        reusable = False
+        try:
+            runner = iso.runners.get(token)
+            if runner is None:
+                chunk = iso.chunks.get(rel)
+                if chunk is None:
+                    chunk = iso.chunks[rel] = iso.chunk((rel, bytecode), bytecode, rel)
+                runner = iso.runner(token, chunk, key, budget, step)
+            try:
+                res = runner(monotonic() + timeout, iso.to_lua(args), True)
+            except lua_errors as exc:
+                raise transport._translate(iso, card, None, budget, exc) from exc
+            if type(res) is not tuple:  # done, with one table
+                output = transport.table_output(iso, card, res)
+                reusable = True
+                return output
+            status = res[0]
+            if status == "host" or (status == "limit" and res[1] == "defer"):
+                # nothing has left the VM (the harness dropped a pending host request)
+                deferred = reusable = True
+                return DEFER
+            res = transport._check(iso, card, None, res, budget)
+            raw = transport._result(iso, card, res[2:])
+            reusable = True
+            return raw
+        except SkillError:
+            reusable = True
+            raise
+        finally:
+            api.end()
+            transport.stats["calls"] += 1
+            if reusable and not iso.dead and len(pool) < transport.pool_size:
+                pool.append(iso)
+            else:
+                transport.stats["discarded"] += 1
+                api.iso = None
+
+    return run
+
+
+__all__ = ["direct_run"]

@@ -1,0 +1,226 @@
+"""A Lua call takes one of four paths into the VM, and all of them behave alike.
+
+A warm isolate runs an entry through a runner bound once per isolate, either from the
+runtime's flattened path (``LuaTransport.direct``: no call context, deferring to the
+full path when the skill reaches out) or from ``LuaTransport.call``; fresh isolates
+load and run the entry in one crossing; ``options.thread`` (and runtime sessions)
+drive the general ``H.call``. Each case below runs through all four and must give the
+same output, or the same error with the same message.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from skillyard import SyncRuntime
+from skillyard.errors import SkillyardError
+from skillyard.transports.base import SYSTEM, CallContext
+from tests.transports.luakit import run_lua, write_lua_package
+
+MODES = {
+    "warm": {"isolation": "warm"},  # SyncRuntime.call with no options: the direct run
+    "runner": {"isolation": "warm"},  # LuaTransport.call with a call context
+    "fresh": {"isolation": "fresh"},
+    "general": {"isolation": "warm", "thread": True},
+}
+LIMITS = {"instructions": 200_000, "max_output_bytes": 300}
+ARGS = {"text": "hello", "n": 41, "flag": True, "ratio": 0.5}
+
+CASES = {
+    "flat-table": "return {ok = true, text = args.text, n = args.n + 1, r = args.ratio}",
+    "empty-table": "return {}",
+    "array": "return {1, 'two', {three = 3}}",
+    "json-null-inside": "return {a = vulcan.json.null, b = {vulcan.json.null, 1}}",
+    "json-null-alone": "return vulcan.json.null",
+    "nil": "return nil",
+    "boolean": "return true",
+    "number": "return 42.5",
+    "text": "return 'plain text'",
+    "luaskills-tuple": "return 'text', 'truncate', 'a hint', {kept = true}",
+    "bad-overflow-mode": "return 'text', 'explode'",
+    "infinity": "return {x = 1/0}",
+    "nan-alone": "return 0/0",
+    "function-value": "return {f = function() end}",
+    "bad-utf8-value": "return {s = string.char(255)}",
+    "bad-utf8-key": "return {[string.char(255)] = 1}",
+    "mixed-keys": "return {1, 2, x = 3}",
+    "float-key": "return {[1.5] = 'x'}",
+    "error-string": "error('boom')",
+    "error-table": "error({message = 'table error'})",
+    "error-other": "error(true)",
+    "pcall-results": "return pcall(error, 'caught')",
+    "instruction-limit": "local n = 0 while true do n = n + 1 end",
+    "swallowed-limit": "local ok = pcall(function() while true do end end) return {ok = ok}",
+    "output-too-large": "return {s = string.rep('x', 1000)}",
+    "text-too-large": "return string.rep('y', 1000)",
+    "text-truncated": "return string.rep('y', 1000), 'truncate'",
+    "coroutine": "return {v = coroutine.wrap(function() coroutine.yield(7) end)()}",
+    "require-missing": "return require('nope')",
+    "string-methods": "return {r = ('ab'):rep(3), f = ('hello'):find('l+'), g = ('a-b'):gsub('-', '+')}",
+    "echo-args": "return args",
+    "many-keys": "local t = {} for i = 1, 40 do t['k' .. i] = i end return t",
+}
+
+
+def _via_transport(tmp_path: Path, body: str, args: dict[str, Any]) -> Any:
+    """The call made straight through ``LuaTransport.call``, as the full pipeline does."""
+    write_lua_package(tmp_path, body, limits=LIMITS, options=MODES["runner"])
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        card = rt.runtime.card("probe-run")
+        ctx = CallContext(
+            runtime=rt.runtime,
+            card=card,
+            args=args,
+            caller=SYSTEM,
+            call_id="t-1",
+            deadline=time.monotonic() + card.limits.timeout_sec,
+        )
+        return rt.run(rt.runtime.transport("lua").call(card, args, ctx)).output
+
+
+def _outcome(tmp_path: Path, mode: str, body: str, args: dict[str, Any]) -> Any:
+    try:
+        if mode == "runner":
+            return ("ok", _via_transport(tmp_path / mode, body, args))
+        return ("ok", run_lua(tmp_path / mode, body, args, limits=LIMITS, options=MODES[mode]))
+    except SkillyardError as exc:
+        return ("error", type(exc).__name__, exc.message, exc.details)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_warm_fresh_and_general_paths_agree(tmp_path, case):
+    args = {"nested": {"list": [1, None, {"x": None}]}} if case == "echo-args" else ARGS
+    outcomes = {mode: _outcome(tmp_path, mode, CASES[case], args) for mode in MODES}
+    for mode in ("warm", "runner", "fresh"):
+        assert outcomes[mode] == outcomes["general"], outcomes
+
+
+def test_a_warm_isolate_reuses_its_runner_and_resets_state(tmp_path):
+    body = "count = (count or 0) + 1\nreturn {count = count, n = args.n}"
+    write_lua_package(tmp_path, body, options={"isolation": "warm"})
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        outs = [rt.call("probe-run", {"n": i}).output for i in range(3)]
+        transport = rt.runtime.transport("lua")
+        (pool,) = transport._pools.values()
+        (iso,) = pool
+        assert len(iso.runners) == 1  # bound once, used by all three calls
+    assert outs == [{"count": 1, "n": 0}, {"count": 1, "n": 1}, {"count": 1, "n": 2}]
+
+
+def test_extras_load_only_when_a_skill_needs_them(tmp_path, monkeypatch):
+    from skillyard.transports.lua.vulcan import LocalApi
+
+    fetched: list[str] = []
+    original = LocalApi.fetch
+
+    def recording(self: LocalApi, name: Any) -> Any:
+        fetched.append(str(name))
+        return original(self, name)
+
+    monkeypatch.setattr(LocalApi, "__call__", recording)  # the harness's fetch function
+    assert run_lua(tmp_path, "return {x = #args.s}", {"s": "abc"}, options=MODES["fresh"]) == {
+        "x": 3
+    }
+    assert fetched == []  # a skill that touches no wrapper costs its isolate nothing more
+    out = run_lua(
+        tmp_path,
+        "local ok, e = pcall(error, 'x')\nreturn {ok = ok, m = ('aXb'):match('X')}",
+        options=MODES["fresh"],
+    )
+    assert out == {"ok": False, "m": "X"}
+    assert fetched == ["extra"]
+
+
+def test_a_discarded_fresh_isolate_is_freed_without_a_gc_pass(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from skillyard.transports.lua.vulcan import LocalApi
+
+    made: list[weakref.ref[LocalApi]] = []
+    original = LocalApi.__init__
+
+    def tracking(self: LocalApi) -> None:
+        original(self)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(LocalApi, "__init__", tracking)
+    write_lua_package(tmp_path, "return {x = 1}", options={"isolation": "fresh"})
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        gc.disable()
+        try:
+            assert rt.call("probe-run", {}).output == {"x": 1}
+            assert len(made) == 1
+            assert made[0]() is None  # the VM and its helpers went with the last reference
+        finally:
+            gc.enable()
+
+
+def _counting_host_runtime(tmp_path: Path, body: str) -> tuple[SyncRuntime, list[str]]:
+    sent: list[str] = []
+
+    class Host:
+        async def dispatch(self, method: str, params: dict[str, Any]) -> Any:
+            sent.append(method)
+            return "v"
+
+    write_lua_package(tmp_path, body, options={"isolation": "warm"})
+    rt = SyncRuntime.memory()
+    rt.runtime.host_factory = lambda ctx: Host()
+    rt.runtime.add_package(tmp_path / "probe", root="memory")
+    return rt, sent
+
+
+def test_a_direct_run_that_reaches_the_host_defers_before_sending_anything(tmp_path):
+    body = "local before = (before or 0) + 1\nreturn {v = vulcan.config.get('k'), n = before}"
+    rt, sent = _counting_host_runtime(tmp_path, body)
+    with rt:
+        outs = [rt.call("probe-run", {}).output for _ in range(3)]
+        stats = rt.run(rt.runtime.transport("lua").health())
+    assert outs == [{"v": "v", "n": 1}] * 3
+    assert sent == ["config.get"] * 3  # one request per call: the deferred run sent none
+    assert stats["isolates"] == 1 and stats["pooled"] == 1  # the deferring VM was kept
+
+
+def test_a_direct_run_defers_on_a_log_line_even_inside_pcall(tmp_path):
+    body = "pcall(print, 'hello')\nreturn {ok = true}"
+    rt, _ = _counting_host_runtime(tmp_path, body)
+    seen: list[dict[str, Any]] = []
+    with rt:
+        first = rt.call("probe-run", {})
+        second = rt.call("probe-run", {}, sink=seen.append)
+    assert first.output == second.output == {"ok": True}
+    logs = [e for e in first.events if e["kind"] == "log"]
+    assert [e["message"] for e in logs] == ["hello"]  # emitted once, by the full run
+    assert [e["message"] for e in seen if e["kind"] == "log"] == ["hello"]
+
+
+def test_a_direct_run_defers_for_the_call_context(tmp_path):
+    rt, _ = _counting_host_runtime(tmp_path, "return {id = vulcan.context.call_id}")
+    with rt:
+        result = rt.call("probe-run", {})
+    assert result.output == {"id": result.call_id}
+
+
+def test_a_skill_that_never_reaches_out_stays_on_the_direct_path(tmp_path):
+    rt, _ = _counting_host_runtime(tmp_path, "return {n = args.n + 1}")
+    with rt:
+        transport = rt.runtime.transport("lua")
+        calls: list[Any] = []
+        original = transport.call
+
+        async def counting(*a: Any) -> Any:
+            calls.append(a)
+            return await original(*a)
+
+        transport.call = counting  # type: ignore[method-assign]
+        outs = [rt.call("probe-run", {"n": i}).output for i in range(3)]
+    assert outs == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert calls == []  # never needed the full path
