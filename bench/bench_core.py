@@ -61,6 +61,21 @@ def burn(args, ctx):
 serve({"burn": burn})
 """
 
+RAW_BURN = r"""
+import sys, orjson
+
+def burn(n):
+    x = 0
+    for i in range(n):
+        x += i
+    return {"x": x}
+
+w = sys.stdout.buffer
+for line in sys.stdin.buffer:
+    w.write(orjson.dumps(burn(orjson.loads(line)["n"])) + b"\n")
+    w.flush()
+"""
+
 ONESHOT = """
 import json, sys
 a = json.load(sys.stdin)
@@ -257,13 +272,52 @@ def _pool_rows(report: Report) -> None:
                 rt.run(go())
                 return (time.perf_counter() - t0) * 1e6 / calls
 
+            # The same calls on raw NDJSON children driven by a blocking client: what two
+            # processes get out of this machine's two cores right now (no target).
+            kids = [
+                subprocess.Popen(
+                    [sys.executable, "-c", RAW_BURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                )
+                for _ in range(2)
+            ]
+            line = orjson.dumps({"n": 100_000}) + b"\n"
+
+            def raw_batch(n_kids: int) -> float:
+                t0 = time.perf_counter()
+                for kid in kids[:n_kids]:
+                    assert kid.stdin is not None
+                    kid.stdin.write(line * (calls // n_kids))
+                    kid.stdin.flush()
+                for kid in kids[:n_kids]:
+                    assert kid.stdout is not None
+                    for _ in range(calls // n_kids):
+                        kid.stdout.readline()
+                return (time.perf_counter() - t0) * 1e6 / calls
+
             batch("burn1-burn")
             batch("burn2-burn")  # start both pools' workers before timing
+            raw_batch(2)
             one: list[float] = []
             two: list[float] = []
+            raw_one: list[float] = []
+            raw_two: list[float] = []
             for _ in range(rounds):
                 one.append(batch("burn1-burn"))
                 two.append(batch("burn2-burn"))
+                raw_one.append(raw_batch(1))
+                raw_two.append(raw_batch(2))
+            for kid in kids:
+                assert kid.stdin is not None
+                kid.stdin.close()
+                kid.wait(timeout=10)
+            report.add("process", "raw NDJSON child, CPU-bound calls (per call, wall)", raw_one)
+            report.add(
+                "process",
+                "raw NDJSON children: 2, same calls",
+                raw_two,
+                floor="raw NDJSON child, CPU-bound calls (per call, wall)",
+                note="what 2 processes get from the 2 cores in this run (no target)",
+            )
             report.add("process", "1 persistent worker, CPU-bound calls (per call, wall)", one)
             report.add(
                 "process",

@@ -59,15 +59,20 @@ class _Pool:
         self.workers: list[Worker] = []
 
     def pick(self) -> Worker | None:
-        """An idle worker, else the least busy one when the pool is full, else None (grow)."""
+        """An idle worker, else the least loaded one when the pool is full, else None (grow).
+
+        The load counts the calls waiting for a worker's slots too: counting only the
+        calls in flight sent every call over ``concurrency`` to the first full worker
+        (24 of 40 calls on one of two workers).
+        """
         best: Worker | None = None
         alive = 0
         for w in self.workers:
             if w.dead is None and not w.retired:
-                if not w.pending:
+                if not w.pending and not w.queued:
                     return w
                 alive += 1
-                if best is None or len(w.pending) < len(best.pending):
+                if best is None or w.load < best.load:
                     best = w
         return best if alive >= self.size else None
 

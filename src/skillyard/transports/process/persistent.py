@@ -18,16 +18,24 @@ side on a busy 2-core machine; a blocking NDJSON+orjson client is the floor at
   flight on its worker and the worker's recent answers came back within
   ``options.spin_us`` (default 1000 us), the caller waits for the answer in
   ``poll()`` before yielding to the loop: ~25-43 us for the bare I/O.
+- the same plus *busy waiting on both sides* (up to ``BUSY_SPIN_US``, with
+  ``sched_yield`` between polls): the caller for the answer, the worker helper
+  for the next request. Waking a sleeping process costs ~5-15 us on this virtual
+  machine, twice per round trip; without those wake-ups the path through
+  ``Runtime.call`` measured 18-19 us against a 16 us floor (1.14-1.17x, was
+  2.2-2.3x). When another program takes a CPU, busy waiting costs more than it
+  saves, so each side times both ways and keeps the faster
+  (:class:`skillyard.worker.WaitChoice`); with one usable CPU nobody busy-waits.
 
-So the worker uses ``add_reader`` plus the fast path. A worker leads a new process
-group but stays in the runtime's session: with ``setsid`` the child also gets its
-own scheduler autogroup on Linux, and the round trip through the whole pipeline
-measured ~120 us instead of ~73 us (same run, same floor of ~17-22 us). The fast path stalls the
-event loop for at most ``spin_us`` per call and only while nothing else is in
-flight on that worker; a worker whose answers take longer stops being waited for
-this way (a moving average of its latency decides), and ``spin_us = 0`` turns it
-off. ``make bench`` (bench/bench_core.py) reports the whole path, through
-``Runtime.call`` and the :mod:`skillyard.worker` helper, next to the raw floor.
+A worker leads a new process group but stays in the runtime's session: with
+``setsid`` the child also gets its own scheduler autogroup on Linux, and the round
+trip measured ~120 us instead of ~73 us. The fast path stalls the event loop for
+at most ``spin_us`` per call, only while nothing else is in flight on the
+transport and the worker's answers come that fast (a moving average decides);
+``spin_us = 0`` turns it off, busy waits included. Request lines are formatted
+around ``orjson.dumps(args)`` with a pre-encoded middle per card (the same bytes
+as dumping the whole message). bench/bench_core.py reports the whole path next
+to the raw floor.
 """
 
 from __future__ import annotations
@@ -51,8 +59,10 @@ from skillyard.errors import (
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
+from skillyard.transports.process.inflight import Flight, Pending, Timeout
 from skillyard.transports.process.oneshot import skill_error
 from skillyard.transports.process.spawn import Child, redact
+from skillyard.worker import WaitChoice
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,6 +73,9 @@ ENVELOPE_BYTES = 64 * 1024
 MAX_HOST_REQUESTS = 64
 DEFAULT_CONCURRENCY = 16
 DEFAULT_SPIN_US = 1000
+# The busy part of a wait, on both sides: the caller polls without sleeping for at most
+# this long before it sleeps in poll(); the worker helper waits as long for the next request.
+BUSY_SPIN_US = 100
 
 # JSON-RPC error codes the runtime answers reverse host requests with.
 RPC_INVALID_PARAMS = -32602
@@ -72,52 +85,15 @@ RPC_HOST_ERROR = -32000
 RPC_PERMISSION_DENIED = -32001
 
 
-class _Pending:
-    """One call in flight. The future is made only when the caller has to wait for it."""
-
-    __slots__ = ("bytes", "card", "ctx", "error", "fut", "msg", "rid", "timer")
-
-    def __init__(self, rid: int, card: Card, ctx: CallContext) -> None:
-        self.rid = rid
-        self.card = card
-        self.ctx = ctx
-        self.fut: asyncio.Future[Any] | None = None
-        self.msg: dict[str, Any] | None = None
-        self.error: BaseException | None = None
-        self.bytes = 0
-        self.timer: asyncio.TimerHandle | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.msg is not None or self.error is not None
-
-    def resolve(self, msg: dict[str, Any]) -> None:
-        if not self.finished:
-            self.msg = msg
-            if self.fut is not None and not self.fut.done():
-                self.fut.set_result(msg)
-
-    def fail(self, exc: BaseException) -> None:
-        if not self.finished:
-            self.error = exc
-            if self.fut is not None and not self.fut.done():
-                self.fut.set_exception(exc)
-
-
 _OPT_STR = (str, type(None))
 
 
-class _Timeout(Exception):
-    """Set on a pending call's future when its deadline passes."""
-
-
-class Flight:
-    """Calls in flight on every worker of a transport (the fast path waits only when alone)."""
-
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
+def _cpus() -> int:
+    """How many CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 class Worker:
@@ -130,8 +106,8 @@ class Worker:
         self.skill = card.id
         self.digest = card.digest
         self.loop = loop
-        self.pending: dict[int, _Pending] = {}
-        self.by_call: dict[str, _Pending] = {}
+        self.pending: dict[int, Pending] = {}
+        self.by_call: dict[str, Pending] = {}
         self.abandoned: set[int] = set()
         self.dead: str | None = None
         self.retired = False
@@ -140,14 +116,26 @@ class Worker:
         self._ids = 0
         self._host_tasks: set[asyncio.Task[None]] = set()
         self._waiters: list[asyncio.Future[None]] = []
+        self.queued = 0  # calls waiting for one of this worker's ``concurrency`` slots
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         self.line_cap = card.limits.max_output_bytes + ENVELOPE_BYTES
         opts = card.options
         self.concurrency = int(opts.get("concurrency") or DEFAULT_CONCURRENCY)
-        spin = opts.get("spin_us", DEFAULT_SPIN_US)
-        self.spin_ms = max(0.0, float(spin)) / 1000.0
+        spin_us = max(0.0, float(opts.get("spin_us", DEFAULT_SPIN_US)))
+        self.spin_ms = spin_us / 1000.0
+        # Busy-waiting only pays when the worker can run on another CPU at the same time.
+        self.busy_us = min(spin_us, BUSY_SPIN_US) if _cpus() > 1 else 0.0
+        self.choice = WaitChoice()
         self.ewma_us = 0.0
+        self._heads: dict[Card, bytes] = {}
         self.child = Child(
-            card, loop=loop, on_stdout=self._feed, on_exit=self._on_exit, new_session=False
+            card,
+            loop=loop,
+            on_stdout=self._feed,
+            on_exit=self._on_exit,
+            extra_env={"SKILLYARD_SPIN_US": str(int(self.busy_us))},
+            new_session=False,
         )
         self.pid = self.child.pid
         self._poll = select.poll()
@@ -156,6 +144,11 @@ class Worker:
     @property
     def usable(self) -> bool:
         return self.dead is None and not self.retired
+
+    @property
+    def load(self) -> int:
+        """Calls given to this worker: in flight plus waiting for a slot."""
+        return len(self.pending) + self.queued
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -166,22 +159,17 @@ class Worker:
         if cap > self.line_cap:
             self.line_cap = cap
         self._ids = rid = self._ids + 1
-        p = _Pending(rid, card, ctx)
+        p = Pending(rid, card, ctx)
         t0 = time.monotonic()
         remaining = ctx.deadline - t0
-        line = orjson.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": rid,
-                "method": "call",
-                "params": {
-                    "tool": card.name,
-                    "method": card.options.get("handler") or card.method,
-                    "args": args,
-                    "call_id": ctx.call_id,
-                    "deadline_ms": int(remaining * 1000) if remaining > 0 else 0,
-                },
-            }
+        head = self._heads.get(card) or self._head(card)
+        # The bytes orjson.dumps gives for the whole request, without building its two dicts.
+        line = b'{"jsonrpc":"2.0","id":%d,%b%b,"call_id":%b,"deadline_ms":%d}}\n' % (
+            rid,
+            head,
+            orjson.dumps(args),
+            orjson.dumps(ctx.call_id),
+            int(remaining * 1000) if remaining > 0 else 0,
         )
         self.pending[rid] = p
         self.by_call[ctx.call_id] = p
@@ -189,31 +177,72 @@ class Worker:
         flight = self.flight
         flight.n += 1
         try:
-            self.child.write(line + b"\n")
+            self.child.write(line)
         except OSError:
             pass  # the child is gone; its exit fails this call with the reason
         spin = self.spin_ms
-        if spin and flight.n == 1 and self.ewma_us < spin * 1000 and self._poll.poll(spin):
-            self._read_answer(p)
+        fast = spin and flight.n == 1 and self.ewma_us < spin * 1000
+        if fast:
+            busy = self.ewma_us < self.busy_us and self.choice.busy()
+            self._wait_here(p, spin, busy)
         msg = p.msg
         if msg is not None:
             # The answer is already here (latency fast path): no timer, no loop round trip.
             self._done(p)
         else:
             msg = await self._wait(p, remaining)
-        lat = (time.monotonic() - t0) * 1e6
-        self.ewma_us = 0.8 * self.ewma_us + 0.2 * lat
+        lat = time.monotonic() - t0
+        self.ewma_us = 0.8 * self.ewma_us + 2e5 * lat
+        if fast:
+            self.choice.learn(busy, lat)
         return self._result(p, msg)
 
-    async def _slot(self, card: Card) -> None:
-        while len(self.pending) >= self.concurrency:
-            waiter = self.loop.create_future()
-            self._waiters.append(waiter)
-            await waiter
-            if self.dead is not None:
-                raise SkillCrashed(f"{card.name}: the worker {self.dead}")
+    def _head(self, card: Card) -> bytes:
+        """The request's fixed middle for ``card``: method, tool and the handler's name."""
+        if len(self._heads) > 256:
+            self._heads.clear()
+        head = b'"method":"call","params":{"tool":%b,"method":%b,"args":' % (
+            orjson.dumps(card.name),
+            orjson.dumps(card.options.get("handler") or card.method),
+        )
+        self._heads[card] = head
+        return head
 
-    async def _wait(self, p: _Pending, remaining: float) -> Any:
+    def _wait_here(self, p: Pending, spin_ms: float, busy: bool) -> None:
+        """The latency fast path: wait for ``p``'s answer without yielding to the event loop.
+
+        With ``busy``, poll without sleeping for up to ``busy_us`` first (``sched_yield``
+        in between hands the CPU to the worker if it shares this core), then sleep in
+        ``poll()`` for the rest of ``spin_ms``.
+        """
+        poll = self._poll.poll
+        if busy:
+            perf = time.perf_counter
+            end = perf() + self.busy_us / 1e6
+            while not poll(0):
+                if perf() >= end:
+                    break
+                os.sched_yield()
+            else:
+                self._read_answer(p)
+                return
+            spin_ms -= self.busy_us / 1000
+        if spin_ms > 0 and poll(spin_ms):
+            self._read_answer(p)
+
+    async def _slot(self, card: Card) -> None:
+        self.queued += 1
+        try:
+            while len(self.pending) >= self.concurrency:
+                waiter = self.loop.create_future()
+                self._waiters.append(waiter)
+                await waiter
+                if self.dead is not None:
+                    raise SkillCrashed(f"{card.name}: the worker {self.dead}")
+        finally:
+            self.queued -= 1
+
+    async def _wait(self, p: Pending, remaining: float) -> Any:
         card = p.card
         fut: asyncio.Future[Any] = self.loop.create_future()
         p.fut = fut
@@ -222,10 +251,11 @@ class Worker:
         elif p.msg is not None:
             fut.set_result(p.msg)
         else:
-            p.timer = self.loop.call_later(max(0.0, remaining), self._expire, p)
+            p.due = self.loop.time() + max(0.0, remaining)
+            self._arm(p.due)
         try:
             return await fut
-        except _Timeout as exc:
+        except Timeout as exc:
             await self._reaped()
             raise SkillTimeout(
                 f"{card.name}: no answer from the worker within {card.limits.timeout_sec:g}s"
@@ -243,8 +273,6 @@ class Worker:
             await self._reaped()
             raise
         finally:
-            if p.timer is not None:
-                p.timer.cancel()
             self._done(p)
 
     async def _reaped(self) -> None:
@@ -253,20 +281,21 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.child.exited), 5.0)
 
-    def _done(self, p: _Pending) -> None:
+    def _done(self, p: Pending) -> None:
         if self.pending.get(p.rid) is p:
             del self.pending[p.rid]
             self.flight.n -= 1
         if self.by_call.get(p.ctx.call_id) is p:
             del self.by_call[p.ctx.call_id]
-        if self._waiters:
+        while self._waiters:  # wake the next call waiting for a slot (skip cancelled ones)
             w = self._waiters.pop(0)
             if not w.done():
                 w.set_result(None)
+                break
         if self.retired and not self.pending and self.dead is None:
             self.kill("was stopped after an abandoned call")
 
-    def _result(self, p: _Pending, msg: dict[str, Any]) -> RawResult:
+    def _result(self, p: Pending, msg: dict[str, Any]) -> RawResult:
         card = p.card
         if p.bytes > card.limits.max_output_bytes:
             raise OutputTooLarge(
@@ -292,13 +321,41 @@ class Worker:
             output=result.get("output"), content=content, llm_context=llm_context, usage=usage
         )
 
-    def _expire(self, p: _Pending) -> None:
+    def _arm(self, due: float) -> None:
+        """Make sure the deadline timer fires by ``due``.
+
+        One timer per worker, set for the soonest deadline, instead of one per call:
+        a call that ends before its deadline costs no timer at all (calls usually
+        share a timeout, so a later call rarely moves the timer). When it fires,
+        :meth:`_sweep` expires what is due and sets it again for the rest.
+        """
+        if self._timer is None or due < self._timer_due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(due, self._sweep)
+            self._timer_due = due
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = self.loop.time() + 1e-6  # the loop runs timers up to its clock resolution early
+        soonest = 0.0
+        for p in list(self.pending.values()):
+            if not p.due or p.finished:
+                continue
+            if p.due <= now:
+                self._expire(p)
+            elif not soonest or p.due < soonest:
+                soonest = p.due
+        if soonest:
+            self._arm(soonest)
+
+    def _expire(self, p: Pending) -> None:
         if p.finished:
             return
         self._abandon(p)
-        p.fail(_Timeout())
+        p.fail(Timeout())
 
-    def _abandon(self, p: _Pending) -> None:
+    def _abandon(self, p: Pending) -> None:
         """Give up on a call the worker is still running: cancel it and retire or stop the worker."""
         if self.pending.pop(p.rid, None) is not None:
             self.flight.n -= 1
@@ -409,7 +466,7 @@ class Worker:
     def read_stdout(self) -> None:
         self.child.read_stdout()
 
-    def _read_answer(self, p: _Pending) -> None:
+    def _read_answer(self, p: Pending) -> None:
         """Read what the poll saw; one whole line answering ``p`` skips the general reader."""
         child = self.child
         try:
@@ -463,7 +520,7 @@ class Worker:
         self._host_tasks.add(task)
         task.add_done_callback(self._host_tasks.discard)
 
-    async def _serve_host(self, hid: Any, method: str, params: dict[str, Any], p: _Pending) -> None:
+    async def _serve_host(self, hid: Any, method: str, params: dict[str, Any], p: Pending) -> None:
         try:
             result = await p.ctx.host.dispatch(method, params)
             line = orjson.dumps({"jsonrpc": "2.0", "id": hid, "result": result})
@@ -526,6 +583,9 @@ class Worker:
             if not w.done():
                 w.set_result(None)
         self._waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.child.release()
 
     async def aclose(self, grace: float = 2.0) -> None:
