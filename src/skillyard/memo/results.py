@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
-from skillyard.transports.base import CallContext, CallResult
+from skillyard.transports.base import CallContext, CallResult, plain_result
 
 
 def result_fields(result: CallResult) -> dict[str, Any]:
@@ -74,17 +74,17 @@ def unpack(ctx: CallContext, payload: bytes, started_ns: int) -> CallResult | No
     if events and ctx.sink is not None:
         for event in events:
             ctx.sink(event)
-    timing = {"duration_us": (time.perf_counter_ns() - started_ns) / 1000}
-    if duration is not None:
-        timing["original_duration_us"] = duration
-    return CallResult(
-        tool=ctx.card.name,
-        call_id=ctx.call_id,
-        output=output,
-        content=content,
-        llm_context=llm_context,
-        events=events,
-        usage=usage if isinstance(usage, dict) else {},
-        timing=timing,
-        source="cache",
+    result = plain_result(
+        ctx.card.name,
+        ctx.call_id,
+        output,
+        (time.perf_counter_ns() - started_ns) / 1000,
+        content,
+        llm_context,
+        events,
+        usage if isinstance(usage, dict) else None,
+        "cache",
     )
+    if duration is not None:
+        result.timing["original_duration_us"] = duration
+    return result

@@ -143,8 +143,9 @@ def plain_result(
     llm_context: str | None = None,
     events: tuple[dict[str, Any], ...] = (),
     usage: dict[str, Any] | None = None,
+    source: Literal["live", "cache", "cassette"] = "live",
 ) -> CallResult:
-    """A live, undecided :class:`CallResult`, built faster than its constructor.
+    """An undecided :class:`CallResult`, built faster than its constructor.
 
     Called by position on the runtime's hot path: the dataclass ``__init__`` takes keywords
     only and runs the field factories (~0.8 us of a 2 us call); this sets the slots
@@ -161,7 +162,7 @@ def plain_result(
     r.usage = {} if usage is None else usage
     r.timing = {"duration_us": duration_us}
     r.decision = NO_DECISION
-    r.source = "live"
+    r.source = source
     return r
 
 
