@@ -93,7 +93,13 @@ class Middleware(Protocol):
 
 
 # A middleware may also define ``applies(card) -> bool``: when it answers False for a card,
-# that card's chain skips it (see Runtime._plan_for and refresh_middleware).
+# that card's chain skips it (see Runtime._plan_for and refresh_middleware). And it may
+# define ``peek(card, args, caller, call_id, sink) -> CallResult | None``: when it is the
+# outermost middleware of a card, the runtime asks it first, before any call context
+# exists; a result answers the call (nothing else runs), None sends the call down the
+# chain as usual, where ``on_call`` must reach the same answer. The memo answers cache
+# hits from its in-process copy this way.
+Peek = Callable[[Card, dict[str, Any], Caller, str, "EventSink | None"], "CallResult | None"]
 
 
 def _link(mw: Middleware, call_next: CallNext) -> CallNext:
@@ -136,10 +142,11 @@ class _Plan:
     ``chain`` is the card's middleware chain ending in ``Runtime._execute``. When no
     middleware applies, ``transport`` is set (calls await it directly), and ``run`` too
     if the transport offers a synchronous callable for the card (``direct``): such calls
-    skip the chain, the call context and every await.
+    skip the chain, the call context and every await. ``peek`` is the outermost
+    middleware's synchronous answer, when it has one (a cache hit, say).
     """
 
-    __slots__ = ("card", "chain", "inp", "out", "public", "run", "transport")
+    __slots__ = ("card", "chain", "inp", "out", "peek", "public", "run", "transport")
 
     def __init__(
         self,
@@ -150,6 +157,7 @@ class _Plan:
         out: Validator | None,
         run: DirectRun | None,
         transport: Transport | None,
+        peek: Peek | None,
     ) -> None:
         self.card = card
         # Visible to every caller, so the flattened path need not ask ``visible``.
@@ -159,6 +167,7 @@ class _Plan:
         self.out = out
         self.run = run
         self.transport = transport
+        self.peek = peek
 
 
 class Runtime:
@@ -376,16 +385,19 @@ class Runtime:
         A middleware with ``applies(card) -> bool`` is left out of the chains of cards it
         does not apply to, so a card no cache or cassette can serve pays nothing for them.
         When no middleware is left and the card's transport can run it inline
-        (``Transport.direct``), calls take the flattened path (:meth:`_call_inline`).
+        (``Transport.direct``), calls take the flattened path (:meth:`_call_inline`); so do
+        calls the outermost middleware answers with its ``peek`` (see :class:`Middleware`).
         """
         chain: CallNext = self._execute
+        outermost: Middleware | None = None
         for mw in reversed(self._middleware):
             applies = getattr(mw, "applies", None)
             if applies is None or applies(card):
                 chain = _link(mw, chain)
+                outermost = mw
         out = card.output_schema
         run = transport = None
-        if chain == self._execute:
+        if outermost is None:
             transport = self.transport(card.transport)
             offer = getattr(transport, "direct", None)
             run = offer(card) if offer is not None else None
@@ -398,6 +410,7 @@ class Runtime:
             out=None if out is None else validator_for(out),
             run=run,
             transport=transport,
+            peek=getattr(outermost, "peek", None),
         )
         self._plans[card] = plan
         return plan
@@ -482,7 +495,7 @@ class Runtime:
     ) -> CallResult:
         """Run ``tool`` with ``args`` through the whole pipeline."""
         if parent is None and timeout is None:  # a caller's own timeout needs the full path
-            done = self._call_inline(tool, args, caller)
+            done = self._call_inline(tool, args, caller, sink)
             if done is not None:
                 return done
         card = self._cards.get(tool)
@@ -530,12 +543,17 @@ class Runtime:
             raise
 
     def _call_inline(
-        self, tool: str, args: Mapping[str, Any] | None, caller: Caller
+        self,
+        tool: str,
+        args: Mapping[str, Any] | None,
+        caller: Caller,
+        sink: EventSink | None = None,
     ) -> CallResult | None:
         """The flattened path: run ``tool`` right here when its plan allows, else ``None``.
 
         It serves cards whose transport runs them synchronously with no context and no
-        middleware in the way (a sync ``fn(args)`` Python function), called with a plain
+        middleware in the way (a sync ``fn(args)`` Python function), and calls the
+        outermost middleware answers with its ``peek`` (a cache hit), called with a plain
         dict by a caller who may see them. From :class:`SyncRuntime` no event loop is
         running while such a skill runs. Everything else, and every error of
         resolution, goes the long way through :meth:`call`, which makes the same checks.
@@ -555,14 +573,19 @@ class Runtime:
                 plan = self._plan_for(card)
             except SkillyardError:
                 return None  # call() raises it again, with the call's id
-        if plan.run is None or not (plan.public or visible(card, caller)):
+        if (plan.run is None and plan.peek is None) or not (plan.public or visible(card, caller)):
             return None
         call_id = f"{self._id_prefix}-{next(self._ids)}"
         try:
             if plan.inp is not None:
                 _check_args(tool, plan.inp, args)
+            run = plan.run
+            if run is None:  # a middleware applies, so its peek is what brought us here
+                peek = plan.peek
+                assert peek is not None
+                return peek(card, args, caller, call_id, sink)
             t0 = _monotonic()
-            value = plan.run(args)
+            value = run(args)
             elapsed = _monotonic() - t0
             if value is DEFER:
                 return None

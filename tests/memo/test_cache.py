@@ -398,3 +398,50 @@ def test_the_in_process_copy_is_bounded_in_bytes(
     assert cache._local_bytes == sum(len(v[0]) for v in cache._local.values())
     assert all(mrt.call("t-count", {"pad": "x" * 100, "i": i}).source == "cache" for i in range(20))
     assert len(counter.calls) == 20
+
+
+def test_a_hit_from_the_in_process_copy_needs_no_call_context(
+    mrt: SyncRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = add_counter(mrt)
+    mrt.call("t-count", {"x": 1})  # a miss: runs and stores
+    assert mrt.call("t-count", {"x": 1}).source == "cache"  # fills the in-process copy
+    m = memo(mrt)
+
+    async def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("the chain was entered for a hit")
+
+    monkeypatch.setattr(m, "on_call", refuse)
+    hit = mrt.call("t-count", {"x": 1})
+    async_hit = mrt.run(mrt.runtime.call("t-count", {"x": 1}))
+    assert hit.source == async_hit.source == "cache"
+    assert hit.output == {"n": 1, "echo": {"x": 1}} and hit.call_id != async_hit.call_id
+    assert len(counter.calls) == 1
+    monkeypatch.undo()
+    stats = m.cache.stats("t-count")["tools"][0]
+    assert (stats["hits"], stats["misses"]) == (3, 1), "a peek that finds nothing counts nothing"
+
+
+def test_a_middleware_outside_the_memo_sees_every_call_hits_included(mrt: SyncRuntime) -> None:
+    add_counter(mrt)
+    seen: list[str] = []
+
+    class Outer:
+        async def on_call(self, ctx, call_next):  # type: ignore[no-untyped-def]
+            result = await call_next(ctx)
+            seen.append(result.source)
+            return result
+
+    mrt.runtime.use(Outer(), first=True)
+    for _ in range(3):
+        mrt.call("t-count", {"x": 1})
+    assert seen == ["live", "cache", "cache"]
+
+
+def test_a_stale_in_process_copy_is_not_served_by_the_early_answer(mrt: SyncRuntime) -> None:
+    counter = add_counter(mrt, policy=Policy(cache="read-through", idempotent=True))
+    mrt.call("t-count", {"x": 1})
+    mrt.call("t-count", {"x": 1})
+    memo(mrt).cache.clear("t-count")  # another writer's change bumps the generation
+    assert mrt.call("t-count", {"x": 1}).source == "live"
+    assert len(counter.calls) == 2

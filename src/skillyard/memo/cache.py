@@ -245,21 +245,31 @@ class Cache:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def local(self, key: str, tool: str) -> bytes | None:
+        """The payload for ``key`` from this process's copy when it is still valid, else
+        ``None`` (the copy holds nothing, or nothing current: :meth:`get` decides)."""
+        local = self._local.get(key)
+        if local is None:
+            return None
+        gen = self._gen or self._setup()
+        payload, expires, stamp, filled = local
+        now = time.monotonic()
+        if (
+            stamp == gen.read()
+            and (expires is None or expires > self.clock())
+            and now - filled < _LOCAL_MAX_AGE_SEC
+        ):
+            self._hit(key, tool, now)
+            return payload
+        self._forget(key)
+        return None
+
     def get(self, key: str, tool: str) -> bytes | None:
         """The stored payload for ``key``, or ``None`` (missing or expired)."""
         gen = self._gen or self._setup()
-        local = self._local.get(key)
-        if local is not None:
-            payload, expires, stamp, filled = local
-            now = time.monotonic()
-            if (
-                stamp == gen.read()
-                and (expires is None or expires > self.clock())
-                and now - filled < _LOCAL_MAX_AGE_SEC
-            ):
-                self._hit(key, tool, now)
-                return payload
-            self._forget(key)
+        payload = self.local(key, tool)
+        if payload is not None:
+            return payload
         stamp = gen.read()
         rows = self.store.query("SELECT payload, expires_at FROM memo_cache WHERE key = ?", (key,))
         if not rows:

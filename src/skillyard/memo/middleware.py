@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from skillyard.card import Card
     from skillyard.memo.cassette import Cassette
     from skillyard.runtime import Runtime
-    from skillyard.transports.base import CallContext, CallResult
+    from skillyard.transports.base import CallContext, Caller, CallResult, EventSink
 
 CallNext = Callable[["CallContext"], Awaitable["CallResult"]]
 log = logging.getLogger("skillyard.memo")
@@ -124,6 +124,34 @@ class Memo:
             or self._mode(card) is not None
         )
 
+    def peek(
+        self,
+        card: Card,
+        args: dict[str, Any],
+        caller: Caller,
+        call_id: str,
+        sink: EventSink | None,
+    ) -> CallResult | None:
+        """A cache hit from this process's copy, answered before any call context exists.
+
+        The runtime asks the outermost middleware of a card (so never past a gate). Only
+        the in-process copy is consulted: anything else (a miss, an entry only SQLite
+        holds, a cassette in use) returns None and :meth:`on_call` decides as usual.
+        """
+        if self._cassettes or card.policy.cassette != "disabled":
+            return None
+        mode = self._mode(card)
+        if mode != "read-through" and mode != "read-only":
+            return None
+        t0 = time.perf_counter_ns()
+        key = self.cache.key(card, caller.principal, args)
+        if key is None:
+            return None
+        payload = self.cache.local(key, card.name)
+        if payload is None:
+            return None
+        return unpack(card.name, call_id, sink, payload, t0)
+
     async def on_call(self, ctx: CallContext, call_next: CallNext) -> CallResult:
         card = ctx.card
         if self._cassettes or card.policy.cassette != "disabled":
@@ -212,7 +240,7 @@ class Memo:
             return None
         if payload is None:
             return None
-        result = unpack(ctx, payload, t0)
+        result = unpack(ctx.card.name, ctx.call_id, ctx.sink, payload, t0)
         if result is None:
             log.warning("dropping an unreadable cache entry for %s", ctx.card.name)
             self._safely(self.cache.delete, key)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
-from skillyard.transports.base import CallContext, CallResult, plain_result
+from skillyard.transports.base import CallContext, CallResult, EventSink, plain_result
 
 
 def result_fields(result: CallResult) -> dict[str, Any]:
@@ -64,19 +64,21 @@ def pack(result: CallResult) -> bytes:
     )
 
 
-def unpack(ctx: CallContext, payload: bytes, started_ns: int) -> CallResult | None:
+def unpack(
+    tool: str, call_id: str, sink: EventSink | None, payload: bytes, started_ns: int
+) -> CallResult | None:
     """The result a cache payload stands for, or ``None`` when it is not one of ours."""
     try:
         output, content, llm_context, events, usage, duration = orjson.loads(payload)
     except (ValueError, TypeError):
         return None
     events = tuple(events) if events else ()
-    if events and ctx.sink is not None:
+    if events and sink is not None:
         for event in events:
-            ctx.sink(event)
+            sink(event)
     result = plain_result(
-        ctx.card.name,
-        ctx.call_id,
+        tool,
+        call_id,
         output,
         (time.perf_counter_ns() - started_ns) / 1000,
         content,
