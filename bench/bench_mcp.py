@@ -13,6 +13,7 @@ and <= 0.3 s.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,10 @@ INIT = {
     },
 }
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+# Servers start as on a user's machine: without the harness's PYTHON* settings (a
+# PYTHONDONTWRITEBYTECODE=1 here would make every start compile the modules that have
+# no bytecode cache yet), as bench_core's startup rows do.
+SERVER_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
 
 
 class RawClient:
@@ -70,7 +75,11 @@ class RawClient:
 
     def __init__(self, argv: list[str]) -> None:
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=SERVER_ENV,
         )
         self.next_id = 1
 
