@@ -184,3 +184,53 @@ def test_held_call_completes_when_called_again_after_approval(tmp_path: Path) ->
     done = rpc(server, "tools/call", {"name": "pay-send", "arguments": {"amount": 5}})["result"]
     assert done["isError"] is False and done["structuredContent"] == {"paid": 5}
     asyncio.run(rt.aclose())
+
+
+def test_calls_the_runtime_can_run_inline_are_answered_inside_receive() -> None:
+    async def go() -> None:
+        rt = make_runtime(card("m-mock"))
+        rt.tool("py-add", input_schema={"type": "object", "required": ["a"]})(
+            lambda args: {"sum": args["a"] + 1}
+        )
+
+        @rt.tool("py-slow")
+        async def slow(args: dict[str, Any]) -> dict[str, Any]:
+            await asyncio.sleep(0)
+            return {"slow": True}
+
+        server = McpServer(rt)
+        session = Session()
+        out: list[dict[str, Any]] = []
+        init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}}
+        server.receive(
+            {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}, session, out.append
+        )
+
+        def call(msg_id: int, name: str, args: Any) -> list[dict[str, Any]]:
+            before = len(out)
+            params = {"name": name, "arguments": args}
+            server.receive(
+                {"jsonrpc": "2.0", "id": msg_id, "method": "tools/call", "params": params},
+                session,
+                out.append,
+            )
+            return out[before:]
+
+        for i in range(1, 3):  # the first call plans the card; both answer inline
+            [answer] = call(i, "py-add", {"a": i})
+            assert answer["result"]["structuredContent"] == {"sum": i + 1}
+        [bad] = call(3, "py-add", {})
+        assert bad["result"]["isError"] is True
+        assert "invalid_arguments" in bad["result"]["content"][0]["text"]
+        assert call(4, "py-slow", {}) == [] and 4 in session.tasks  # a task answers it
+        assert call(4, "py-add", {"a": 1})[0]["error"]["message"].endswith("already in flight")
+        assert call(5, "m-mock", {}) == []  # MockTransport has no direct path
+        await asyncio.gather(*session.tasks.values())
+        answers = {m["id"]: m for m in out if "id" in m}
+        assert answers[4]["result"]["structuredContent"] == {"slow": True}
+        assert answers[5]["result"]["structuredContent"] == {"echo": {}}
+        unknown = call(6, "nope", {})
+        assert unknown[0]["error"]["message"] == "unknown tool: nope"
+        await rt.aclose()
+
+    asyncio.run(go())

@@ -213,7 +213,8 @@ class McpServer:
         version = self._era(method, params, session)
         modern = session.era == "modern"
         if method == "tools/call":
-            self._spawn(msg_id, self._call_tool(msg_id, params, version, reply), session)
+            if not self._answer_inline(msg_id, params, version, reply, session):
+                self._spawn(msg_id, self._call_tool(msg_id, params, version, reply), session)
             return
         if method == "prompts/get":
             self._spawn(msg_id, self._get_prompt(msg_id, params, version, reply), session)
@@ -420,12 +421,52 @@ class McpServer:
         except Exception as exc:
             reply(error(msg_id, INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
             return
+        self._reply_tool(msg_id, result, version, reply)
+
+    def _reply_tool(self, msg_id: Any, result: dict[str, Any], version: str, reply: Reply) -> None:
         if version in MODERN_VERSIONS:
             result["resultType"] = "complete"
             result["_meta"] = {META_SERVER_INFO: self._info}
         reply({"jsonrpc": "2.0", "id": msg_id, "result": result})
 
-    async def _run_tool(self, params: dict[str, Any], version: str, reply: Reply) -> dict[str, Any]:
+    def _answer_inline(
+        self, msg_id: Any, params: dict[str, Any], version: str, reply: Reply, session: Session
+    ) -> bool:
+        """Answer a ``tools/call`` right away when the runtime can run it without awaiting
+        (a sync Python skill, a cache hit): no task, no trip through the event loop.
+        Returns False when the call needs the task path (``_call_tool``)."""
+        if msg_id in session.tasks:
+            return False  # _spawn refuses the duplicate id
+        prepared = self._prepare_tool(params)
+        if isinstance(prepared, dict):
+            self._reply_tool(msg_id, prepared, version, reply)
+            return True
+        tool, card, args, key = prepared
+        if key in self._held:
+            return False  # resuming a held action awaits the gate
+        try:
+            result = self.runtime._call_inline(
+                card.name, args, self.caller, self._sink(params, reply)
+            )
+        except SkillyardError as exc:
+            self._reply_tool(msg_id, self._failed(name=params["name"], exc=exc), version, reply)
+            return True
+        if result is None:
+            return False
+        self._remember_hold(key, result)
+        self._reply_tool(msg_id, self._tool_result(tool, result, version), version, reply)
+        return True
+
+    def _remember_hold(self, key: tuple[str, bytes], result: CallResult) -> None:
+        if result.pending and result.decision.action_id:
+            if len(self._held) >= MAX_HELD:
+                self._held.pop(next(iter(self._held)))
+            self._held[key] = result.decision.action_id
+
+    def _prepare_tool(
+        self, params: dict[str, Any]
+    ) -> tuple[Tool, Card, dict[str, Any], tuple[str, bytes]] | dict[str, Any]:
+        """The tool, card and arguments a ``tools/call`` names, or the tool error to answer."""
         name = params.get("name")
         if not isinstance(name, str):
             raise _RpcError(INVALID_PARAMS, "tools/call: name must be a string")
@@ -453,6 +494,22 @@ class McpServer:
         # A call the gate held is finished by calling again with the same arguments:
         # that resumes the held action instead of proposing a new one.
         key = (card.name, orjson.dumps(args, option=orjson.OPT_SORT_KEYS))
+        return tool, card, args, key
+
+    @staticmethod
+    def _failed(*, name: str, exc: SkillyardError) -> dict[str, Any]:
+        """The answer to a call the runtime refused or that failed."""
+        if isinstance(exc, SkillNotFound):
+            raise _RpcError(INVALID_PARAMS, f"unknown tool: {name}") from exc
+        if isinstance(exc, InvalidArguments):
+            return _tool_error(exc.code, exc.message, pointer=exc.pointer)
+        return _tool_error(exc.code, exc.message)
+
+    async def _run_tool(self, params: dict[str, Any], version: str, reply: Reply) -> dict[str, Any]:
+        prepared = self._prepare_tool(params)
+        if isinstance(prepared, dict):
+            return prepared
+        tool, card, args, key = prepared
         held = self._held.pop(key, None)
         try:
             if held is not None:
@@ -461,16 +518,9 @@ class McpServer:
                 result = await self.runtime.call(
                     card.name, args, caller=self.caller, sink=self._sink(params, reply)
                 )
-        except SkillNotFound as exc:
-            raise _RpcError(INVALID_PARAMS, f"unknown tool: {name}") from exc
-        except InvalidArguments as exc:
-            return _tool_error(exc.code, exc.message, pointer=exc.pointer)
         except SkillyardError as exc:
-            return _tool_error(exc.code, exc.message)
-        if result.pending and result.decision.action_id:
-            if len(self._held) >= MAX_HELD:
-                self._held.pop(next(iter(self._held)))
-            self._held[key] = result.decision.action_id
+            return self._failed(name=params["name"], exc=exc)
+        self._remember_hold(key, result)
         return self._tool_result(tool, result, version)
 
     def _tool_result(self, tool: Tool, result: CallResult, version: str) -> dict[str, Any]:
