@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,8 +128,17 @@ class _Generation:
             return
         self._fd = fd
         self.shared = True
+        # Read on every cache hit: a native 8-byte view is ~5x cheaper than decoding a
+        # slice, and the file is little-endian, so only little-endian hosts use it.
+        if sys.byteorder == "little":
+            self._view = memoryview(self._mm).cast("Q")
+
+    _view: memoryview | None = None
 
     def read(self) -> int:
+        view = self._view
+        if view is not None:
+            return view[0]
         mm = self._mm
         return int.from_bytes(mm[:8], "little") if mm is not None else self._value
 
@@ -144,6 +154,9 @@ class _Generation:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
         if self._mm is not None:
             self._mm.close()
             self._mm = None
