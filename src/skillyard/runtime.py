@@ -536,8 +536,9 @@ class Runtime:
             if transport is None:
                 return await plan.chain(ctx)
             # No middleware: the executor's work, without its coroutine.
+            t0 = _monotonic()
             raw = await transport.call(card, args, ctx)
-            return self._result(plan, call_id, raw, ctx.events, _monotonic() - now)
+            return self._result(plan, call_id, raw, ctx.events, _monotonic() - t0)
         except SkillyardError as exc:
             _annotate(exc, tool, call_id)
             raise
