@@ -224,3 +224,107 @@ def test_a_skill_that_never_reaches_out_stays_on_the_direct_path(tmp_path):
         outs = [rt.call("probe-run", {"n": i}).output for i in range(3)]
     assert outs == [{"n": 1}, {"n": 2}, {"n": 3}]
     assert calls == []  # never needed the full path
+
+
+# -- arguments by shape, the kept environment, non-JSON values --------------------------
+
+SHAPE_ARGS = [
+    {},
+    {"a": 1},
+    {"b": "two", "a": 1},  # the same keys as the next one, in another order
+    {"a": 1, "b": "two"},
+    {"a": 1.5, "b": True, "c": "x" * 100},
+    {"a": None},  # a null: the general conversion
+    {"a": {"nested": [1, None]}},
+    {f"k{i}": i for i in range(20)},  # more keys than a shape takes
+]
+
+
+@pytest.mark.parametrize("mode", ["warm", "runner"])
+def test_arguments_of_any_shape_arrive_as_the_general_path_gives_them(tmp_path, mode):
+    body = "return {args = args, keys = #(function() local k = {} for n in pairs(args) do k[#k + 1] = n end return k end)()}"
+    for i, args in enumerate(SHAPE_ARGS):
+        outcome = _outcome(tmp_path / f"{mode}{i}", mode, body, args)
+        general = _outcome(tmp_path / f"general{i}", "general", body, args)
+        assert outcome == general, (args, outcome, general)
+        assert outcome[0] == "ok" and outcome[1]["keys"] == len(args)
+    assert outcome[1]["args"] == SHAPE_ARGS[-1]
+
+
+def test_one_isolate_serves_changing_shapes_in_order(tmp_path):
+    write_lua_package(tmp_path, "return {a = args.a, b = args.b}", options={"isolation": "warm"})
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        outs = [
+            rt.call("probe-run", args).output
+            for args in ({"a": 1, "b": 2}, {"b": 3, "a": 4}, {"a": 5, "b": 6}, {"b": 7})
+        ]
+        (pool,) = rt.runtime.transport("lua")._pools.values()
+        (iso,) = pool
+        (shapes,) = iso.runners.values()
+    assert outs == [{"a": 1, "b": 2}, {"a": 4, "b": 3}, {"a": 5, "b": 6}, {"b": 7}]
+    assert set(shapes) == {None, ("a", "b"), ("b", "a"), ("b",)}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "leak = (leak or 0) + 1",
+        "_G.leak = (_G.leak or 0) + 1",
+        "rawset(_G, 'leak', (rawget(_G, 'leak') or 0) + 1)",
+        "_G = {leak = 1}",
+        "local t = _G; _G = nil; t.leak = 1",
+        "leak = 1; leak = nil",
+    ],
+)
+def test_a_kept_environment_never_carries_a_global_to_the_next_call(tmp_path, body):
+    write_lua_package(
+        tmp_path,
+        f"local seen = rawget(_ENV, 'leak')\n{body}\nreturn {{seen = seen or false}}",
+        options={"isolation": "warm"},
+    )
+    with SyncRuntime.memory() as rt:
+        rt.runtime.add_package(tmp_path / "probe", root="memory")
+        outs = [rt.call("probe-run", {}).output for _ in range(3)]
+        stats = rt.run(rt.runtime.transport("lua").health())
+    assert outs == [{"seen": False}] * 3
+    assert stats["isolates"] == 1  # one VM served all three
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return "opaque"
+
+
+@pytest.mark.parametrize("mode", ["warm", "runner", "fresh", "general"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"x": _Opaque()},
+        {"x": [1, _Opaque()]},
+        {"x": {"y": print}},
+        {"x": {(1, 2): "tuple key"}},
+    ],
+    ids=["value", "in-list", "callable", "tuple-key"],
+)
+def test_a_python_object_in_the_arguments_never_reaches_lua(tmp_path, mode, args):
+    outcome = _outcome(tmp_path, mode, "return {t = type(args.x)}", args)
+    assert outcome[0] == "error", outcome
+    assert outcome[1] == "SkillError"
+    assert "cannot be passed to Lua" in outcome[2]
+
+
+def test_flat_results_with_null_text_or_large_text_are_checked_exactly(tmp_path):
+    assert run_lua(tmp_path / "a", "return {s = 'null', t = 'nullable'}") == {
+        "s": "null",
+        "t": "nullable",
+    }
+    with pytest.raises(SkillyardError, match="not a JSON number"):
+        run_lua(tmp_path / "b", "return {x = 0/0, s = 'ok'}", options={"isolation": "warm"})
+    with pytest.raises(SkillyardError, match="output is 1008 bytes; the limit is 1000"):
+        run_lua(
+            tmp_path / "c",
+            "return {s = string.rep('x', 1000)}",
+            limits={"max_output_bytes": 1000},
+            options={"isolation": "warm"},
+        )

@@ -30,8 +30,9 @@ from skillyard.errors import (
     TransportError,
 )
 from skillyard.transports.base import CallContext, RawResult
+from skillyard.transports.lua import isolate as lua_isolate
 from skillyard.transports.lua.compiler import Compiler
-from skillyard.transports.lua.isolate import MB, ConversionError, Isolate
+from skillyard.transports.lua.isolate import MB, NULL_KEY, ConversionError, Isolate
 from skillyard.transports.lua.vulcan import (
     MAX_KEPT_ERRORS,
     MODULE_RE,
@@ -243,23 +244,12 @@ class LuaTransport:
                 raw = self._result(iso, card, res[2:])
                 reusable = True
                 return raw
-            chunk = iso.chunks.get(plan.rel)
-            if chunk is None or plan.bytecode is None:
-                bytecode = plan.bytecode or self.compiler.compile(plan.path, plan.rel)
-                chunk = iso.chunk((plan.rel, bytecode), bytecode, plan.rel)
-                if plan.bytecode is not None:
-                    iso.chunks[plan.rel] = chunk
-            if plan.thread:
-                loop = asyncio.get_running_loop()
-                res = await asyncio.to_thread(
-                    self._threaded, loop, iso, card, ctx, chunk, plan, args
-                )
-            elif plan.bytecode is not None:
-                runner = iso.runners.get(plan.token)
-                if runner is None:
-                    runner = iso.runner(plan.token, chunk, plan.fn_key, plan.budget, plan.step)
+            if plan.bytecode is not None and not plan.thread:
                 try:
-                    res = runner(ctx.deadline, iso.to_lua(args))
+                    shapes = iso.runners.get(plan.token) or iso.bound(
+                        plan.token, plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step
+                    )
+                    res = iso.call_bound(shapes, ctx.deadline, args)
                 except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
                     raise self._translate(iso, card, ctx, plan.budget, exc) from exc
                 if type(res) is not tuple:  # done, with one table
@@ -269,11 +259,31 @@ class LuaTransport:
                 if res[0] != "done":
                     res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
             else:
-                res = self._start(
-                    iso, card, ctx, chunk, plan.fn_key, args, plan.budget, plan.step, ctx.deadline
-                )
-                if res[0] != "done":
-                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
+                chunk = iso.chunks.get(plan.rel)
+                if chunk is None or plan.bytecode is None:
+                    bytecode = plan.bytecode or self.compiler.compile(plan.path, plan.rel)
+                    chunk = iso.chunk((plan.rel, bytecode), bytecode, plan.rel)
+                    if plan.bytecode is not None:
+                        iso.chunks[plan.rel] = chunk
+                if plan.thread:
+                    loop = asyncio.get_running_loop()
+                    res = await asyncio.to_thread(
+                        self._threaded, loop, iso, card, ctx, chunk, plan, args
+                    )
+                else:
+                    res = self._start(
+                        iso,
+                        card,
+                        ctx,
+                        chunk,
+                        plan.fn_key,
+                        args,
+                        plan.budget,
+                        plan.step,
+                        ctx.deadline,
+                    )
+                    if res[0] != "done":
+                        res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
             raw = self._result(iso, card, res[2:])
             reusable = True
             return raw
@@ -514,16 +524,38 @@ class LuaTransport:
         return RawResult(output=self.table_output(iso, card, value))
 
     def table_output(self, iso: Isolate, card: Card, value: Any) -> Any:
-        """The JSON output of one returned value other than a string, size-checked."""
+        """The JSON output of one returned value other than a string, size-checked.
+
+        A flat table (string keys; strings, integers and booleans) is the common result:
+        ``orjson`` serializes it as is, which both checks it and measures it, and only
+        anything it refuses (nesting, arrays, other keys) or writes as ``null`` (a float
+        that is not finite) goes through :meth:`Isolate.to_py`. Measured need: checking
+        the flat table in Python cost a third of a warm call's conversions (docs/lua.md).
+        """
+        limit = card.limits.max_output_bytes
         try:
+            if type(value) is lua_isolate._LUA_TABLE:
+                table: Any = value
+                fast = dict(table.items())
+                try:
+                    data = orjson.dumps(fast)
+                except TypeError:
+                    pass
+                else:
+                    if NULL_KEY in fast:
+                        return None  # the JSON null marker itself
+                    if data.find(b"null") < 0:
+                        if len(data) > limit:
+                            raise OutputTooLarge(
+                                f"{card.name}: output is {len(data)} bytes; the limit is {limit}"
+                            )
+                        return fast
             output = iso.to_py(value)
         except (ConversionError, UnicodeDecodeError) as exc:
             raise self._translate(iso, card, None, 0, exc) from exc
         size = len(orjson.dumps(output))
-        if size > card.limits.max_output_bytes:
-            raise OutputTooLarge(
-                f"{card.name}: output is {size} bytes; the limit is {card.limits.max_output_bytes}"
-            )
+        if size > limit:
+            raise OutputTooLarge(f"{card.name}: output is {size} bytes; the limit is {limit}")
         return output
 
     def _result(self, iso: Isolate, card: Card, values: tuple[Any, ...]) -> RawResult:

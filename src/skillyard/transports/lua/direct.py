@@ -34,32 +34,33 @@ def direct_run(transport: LuaTransport, card: Card) -> Callable[[dict[str, Any]]
     if pool is None or plan.bytecode is None or plan.thread:
         return None
     bytecode, rel, key, budget, step = plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step
-    token, modules, timeout = plan.token, plan.modules, card.limits.timeout_sec
+    memory, modules, timeout = plan.memory, plan.modules, card.limits.timeout_sec
+    token = ~plan.token  # this entry's direct runner, beside the full path's ``plan.token``
     lua_errors = (transport._lua_error, UnicodeDecodeError, ConversionError)
     monotonic = time.monotonic
+    stats = transport.stats
+    table_output = transport.table_output
     deferred = False
 
     def run(args: dict[str, Any]) -> Any:
         nonlocal deferred
         if deferred:
             return DEFER
-        iso = pool.pop() if pool else transport.new_isolate(plan.memory)
+        iso = pool.pop() if pool else transport.new_isolate(memory)
         api = iso.current
-        api.begin(card, None, modules)
+        api.state = api.own  # what require() needs: the card's modules (set by ``begin``)
         reusable = False
         try:
-            runner = iso.runners.get(token)
-            if runner is None:
-                chunk = iso.chunks.get(rel)
-                if chunk is None:
-                    chunk = iso.chunks[rel] = iso.chunk((rel, bytecode), bytecode, rel)
-                runner = iso.runner(token, chunk, key, budget, step)
+            shapes = iso.runners.get(token)
             try:
-                res = runner(monotonic() + timeout, iso.to_lua(args), True)
+                if shapes is None:
+                    api.begin(card, None, modules)
+                    shapes = iso.bound(token, bytecode, rel, key, budget, step, True)
+                res = iso.call_bound(shapes, monotonic() + timeout, args)
             except lua_errors as exc:
                 raise transport._translate(iso, card, None, budget, exc) from exc
             if type(res) is not tuple:  # done, with one table
-                output = transport.table_output(iso, card, res)
+                output = table_output(iso, card, res)
                 reusable = True
                 return output
             status = res[0]
@@ -75,12 +76,11 @@ def direct_run(transport: LuaTransport, card: Card) -> Callable[[dict[str, Any]]
             reusable = True
             raise
         finally:
-            api.end()
-            transport.stats["calls"] += 1
+            stats["calls"] += 1
             if reusable and not iso.dead and len(pool) < transport.pool_size:
                 pool.append(iso)
             else:
-                transport.stats["discarded"] += 1
+                stats["discarded"] += 1
                 api.iso = None
 
     return run

@@ -229,21 +229,49 @@ setco = function(co) CO = co end
 -- Entry points for Python; the ones only sessions, options.thread and errors in a
 -- skill's first load need (call, eval, newenv, compile) come with the extras.
 local H = setmetatable({}, {__index = function(_, k) return extra().H[k] end})
--- The warm path's entry: the chunk, key and limits bound once per isolate, so a call
--- crosses with two values; a call that returns one table gives back just that table.
+-- A call that returned one table gives back just that table (H.once).
 local function finish_one(ok, a, ...)
   if ok and rawequal(a, DONE) and select("#", ...) == 1 and type((...)) == "table" then
     return (...)
   end
   return finish(ok, a, ...)
 end
--- ``direct`` marks a run with no call context (Transport.direct): the first log line or
--- context lookup stops it (tripped "defer") so the runtime can redo the call in full.
-function H.bind(chunk, key, b, s)
-  return function(d, args, direct)
-    begin(chunk, b, d, s)
-    ST.direct = direct
-    return finish_one(co_resume(CO, chunk, key, args))
+-- A runner: one entry's bytecode loaded for it alone, with its key and limits, so a call
+-- crosses with two values and gives back just the table when it returned one table.
+-- The environment is kept while a call leaves it as it was made (holding nothing but its
+-- own _G): nothing of a call can reach the next one through it, and the common call
+-- saves making one. ``direct`` marks runs with no call context (Transport.direct): the
+-- first log line or context lookup stops one (tripped "defer") so the runtime can redo
+-- the call in full. A result is read as at most four values (content, overflow_mode,
+-- template_hint, host_result: all a LuaSkills entry returns).
+function H.bind(code, chunkname, key, b, s, direct)
+  local chunk, err = load(code, chunkname, "b", {})
+  if not chunk then return nil, err end
+  local env
+  return function(d, args)
+    if env ~= nil then
+      local k, v = next(env)
+      if k ~= "_G" or not rawequal(v, env) or next(env, k) ~= nil then env = nil end
+    end
+    if env == nil then
+      env = setmetatable({_G = false}, ENV_MT)
+      env._G = env
+      setupvalue(chunk, 1, env)
+    end
+    used, budget, deadline, step, tripped = 0, b, d, s, nil
+    ST.env, ST.loaded, ST.ctx, ST.direct = env, nil, nil, direct
+    if CO == nil or co_status(CO) ~= "suspended" then
+      CO, CO_STEP = newco(server), s
+    elseif CO_STEP ~= s then
+      sethook(CO, hook, "", s)
+      CO_STEP = s
+    end
+    local ok, a, r1, r2, r3, r4 = co_resume(CO, chunk, key, args)
+    if ok and r2 == nil and r3 == nil and r4 == nil and rawequal(a, DONE)
+        and type(r1) == "table" then
+      return r1
+    end
+    return finish(ok, a, r1, r2, r3, r4)
   end
 end
 -- A fresh isolate's only call: load the entry's bytecode and run it in one crossing.
@@ -501,6 +529,26 @@ function H.eval(env, code, args, b, d, s)
 end
 function H.compile(code, chunkname)
   return load(code, chunkname, "b", {})
+end
+-- A runner for arguments of one shape: ``shape(run, n, k1, ..., kn)`` returns
+-- ``f(d, v1, ..., vn)`` that builds ``{[k1] = v1, ...}`` in Lua and calls ``run(d, t)``,
+-- which spares the caller a crossing to build the table. The generated source holds
+-- parameter names only; the keys, which come from the caller, are upvalues.
+local SHAPES = {}
+function H.shape(run, n, ...)
+  local make = SHAPES[n]
+  if make == nil then
+    local names, params, fields = {}, {}, {}
+    for i = 1, n do
+      names[i], params[i], fields[i] = "K" .. i, "a" .. i, "[K" .. i .. "] = a" .. i
+    end
+    local sep = n > 0 and ", " or ""
+    make = assert(load("local run" .. sep .. concat(names, ", ") .. " = ...\nreturn function(d"
+      .. sep .. concat(params, ", ") .. ") return run(d, {" .. concat(fields, ", ") .. "}) end",
+      "=shape", "t", {}))
+    SHAPES[n] = make
+  end
+  return make(run, ...)
 end
 H.null = NULL
 X.H = H

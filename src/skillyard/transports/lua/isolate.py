@@ -30,7 +30,11 @@ PATTERN_LIMIT = 20_000_000
 MAX_DEPTH = 100
 API_NAMES = frozenset(("json_encode", "json_decode", "path", "log", "context", "module"))
 _SCALARS = (str, int, bool)
-_NESTED = frozenset((dict, list, tuple))
+# Values a dict of arguments may hold and still go to Lua in one ``table_from``.
+_PLAIN = frozenset((str, int, float, bool, bytes))
+# Values arguments may hold and still cross by shape (Isolate.call_bound).
+_SHAPE_VALUES = frozenset((str, int, float, bool))
+MAX_SHAPE_KEYS = 16
 NULL_KEY = "\0skillyard.null"
 
 
@@ -136,15 +140,53 @@ class Isolate:
             self.chunks[key] = fn
         return fn
 
-    def runner(self, token: Any, chunk: Any, key: str | None, budget: float, step: int) -> Any:
-        """``chunk`` bound to its key and limits, cached under ``token`` (``H.bind``).
+    def bound(
+        self,
+        token: Any,
+        bytecode: bytes,
+        chunkname: str,
+        key: str | None,
+        budget: float,
+        step: int,
+        direct: bool = False,
+    ) -> dict[Any, Any]:
+        """An entry bound to its key and limits in this isolate (``H.bind``), cached under
+        ``token``: a dict holding the runner under ``None`` and the runners made for
+        argument shapes under their keys (see :meth:`call_bound`).
 
-        ``runner(deadline, args)`` returns the result table itself when the call finished
-        with exactly one table, else the ``(status, ...)`` tuple :meth:`start` returns."""
-        fn = self.runners.get(token)
+        A runner returns the result table itself when the call finished with exactly one
+        table, else the ``(status, ...)`` tuple :meth:`start` returns. A ``direct`` runner
+        has no call context (see :mod:`~skillyard.transports.lua.direct`)."""
+        shapes = self.runners.get(token)
+        if shapes is None:
+            run = self.h.bind(bytecode, "@" + chunkname, key, budget, step, direct)
+            if isinstance(run, tuple):
+                raise ConversionError(f"cannot load the compiled chunk {chunkname}: {run[1]}")
+            shapes = self.runners[token] = {None: run}
+        return shapes
+
+    def call_bound(self, shapes: dict[Any, Any], deadline: float, args: dict[str, Any]) -> Any:
+        """Run a bound entry with ``args``; returns what its runner returns.
+
+        A flat object of at most :data:`MAX_SHAPE_KEYS` strings, numbers and booleans
+        crosses by shape: the first call with a given tuple of keys makes a runner that
+        takes the values alone and builds the table inside Lua (``H.shape``), sparing a
+        ``table_from`` crossing (measured in bench/bench_lua.py). Anything else goes
+        through :meth:`to_lua`."""
+        for v in args.values():
+            if type(v) not in _SHAPE_VALUES:
+                return shapes[None](deadline, self.to_lua(args))
+        keys = tuple(args)
+        fn: Any = shapes.get(keys)
         if fn is None:
-            fn = self.runners[token] = self.h.bind(chunk, key, budget, step)
-        return fn
+            if len(keys) <= MAX_SHAPE_KEYS and all(type(k) is str for k in keys):
+                fn = self.h.shape(shapes[None], len(keys), *keys)
+            else:
+                fn = False
+            shapes[keys] = fn
+        if fn is False:
+            return shapes[None](deadline, self.to_lua(args))
+        return fn(deadline, *args.values())
 
     def once(
         self,
@@ -223,30 +265,47 @@ class Isolate:
 
     def to_lua(self, value: Any) -> Any:
         """A JSON value as a Lua value: dicts and lists become tables, nested nulls the
-        ``vulcan.json.null`` marker (a nil would leave holes), a top-level null nil."""
+        ``vulcan.json.null`` marker (a nil would leave holes), a top-level null nil.
+
+        Anything else is refused with :class:`ConversionError`: the sandbox holds no
+        Python object, so none may arrive as an argument or a host call's answer."""
         if type(value) is dict:
-            for v in value.values():
-                if v is None or type(v) in _NESTED:
+            for k, v in value.items():
+                if type(v) not in _PLAIN or type(k) is not str:
                     return self.table_from(self._with_nulls(value, 0), recursive=True)
             return self.table_from(value)
-        if isinstance(value, dict | list | tuple):
-            return self.table_from(self._with_nulls(value, 0), recursive=True)
-        return value  # a top-level null is nil: host calls that find nothing return nil
+        return self._with_nulls(value, 0, top=True)
 
-    def _with_nulls(self, value: Any, depth: int) -> Any:
-        """``value`` with every ``None`` replaced by the Lua null marker."""
+    def _with_nulls(self, value: Any, depth: int, top: bool = False) -> Any:
+        """``value`` with every ``None`` replaced by the Lua null marker; tables for dicts
+        and lists at the top level."""
         if depth > MAX_DEPTH:
             raise ConversionError(f"arguments nested deeper than {MAX_DEPTH} levels")
         if value is None:
+            if top:
+                return None  # a top-level null is nil: host calls that find nothing return nil
             null = self._null
             if null is None:
                 null = self._null = self.h.null
             return null
         if isinstance(value, dict):
-            return {k: self._with_nulls(v, depth + 1) for k, v in value.items()}
+            out = {}
+            for k, v in value.items():
+                if not isinstance(k, str | int) or isinstance(k, bool):
+                    raise ConversionError(
+                        f"a {type(k).__name__} key cannot be passed to Lua (JSON object keys "
+                        "are strings)"
+                    )
+                out[k] = self._with_nulls(v, depth + 1)
+            return self.table_from(out, recursive=True) if top else out
         if isinstance(value, list | tuple):
-            return [self._with_nulls(v, depth + 1) for v in value]
-        return value
+            seq = [self._with_nulls(v, depth + 1) for v in value]
+            return self.table_from(seq, recursive=True) if top else seq
+        if isinstance(value, str | bytes | int | float):
+            return value
+        raise ConversionError(
+            f"a {type(value).__name__} value cannot be passed to Lua (JSON values only)"
+        )
 
     def to_py(self, value: Any, depth: int = 0) -> Any:
         """A Lua value as JSON (tables with keys 1..n become lists)."""
@@ -294,4 +353,4 @@ class Isolate:
         return fixed
 
 
-__all__ = ["MB", "ConversionError", "Isolate"]
+__all__ = ["MAX_SHAPE_KEYS", "MB", "ConversionError", "Isolate"]

@@ -83,9 +83,15 @@ class LocalApi:
         self.state = st
 
     def end(self) -> None:
-        """No call in flight: the helpers see ``IDLE`` and hold on to nothing of the last one."""
+        """No call in flight: the helpers see ``IDLE`` and hold on to nothing of the last one.
+
+        ``own`` is left as a direct run finds it (see transports/lua/direct.py): the card's
+        modules, no context, no kept errors."""
         self.state = IDLE
-        self.own.ctx = None
+        own = self.own
+        own.ctx = None
+        if own.errors:
+            own.errors = []
 
     def fetch(self, name: Any) -> Any:
         """What the harness asks for by name the first time it needs it: one of the helpers
