@@ -120,6 +120,27 @@ def test_shared_tables_cannot_be_changed(tmp_path, body):
         assert run_lua(tmp_path / "after", "return ('a'):upper()", rt=rt, skill_id="after") == "A"
 
 
+@pytest.mark.parametrize("lib", ["string", "table", "math", "utf8", "os", "vulcan.json"])
+def test_pairs_never_hands_out_the_table_behind_a_shared_library(tmp_path, lib):
+    # pairs() on a read-only library once returned the real table as its state, which a
+    # call could change for every later call in the same warm isolate
+    body = f"""
+    local _, state = pairs({lib})
+    local seen, planted = {{}}, false
+    for k in pairs({lib}) do seen[#seen + 1] = k; planted = planted or k == "planted" end
+    local wrote = pcall(function() state.planted = "pwned" end)
+    local raw = pcall(rawset, state, "planted", "pwned")
+    return {{names = #seen, wrote = wrote, raw = raw, planted = planted}}
+    """
+    with SyncRuntime.memory() as rt:
+        first = run_lua(tmp_path, body, rt=rt, options={"isolation": "warm"})
+        second = run_lua(tmp_path, body, rt=rt, options={"isolation": "warm"})
+    assert first["names"] > 0  # the library can still be walked
+    assert (
+        first == second == {"names": first["names"], "wrote": False, "raw": False, "planted": False}
+    )
+
+
 def test_gc_metamethods_and_limit_changing_gc_options_are_refused(tmp_path):
     with pytest.raises(SkillError, match="__gc"):
         run_lua(tmp_path, "setmetatable({}, {__gc = function() end})")

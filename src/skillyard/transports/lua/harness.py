@@ -74,19 +74,21 @@ local function newco(f)
   return co
 end
 
--- 3. Read-only proxies for everything shared between calls.
-local FROZEN = setmetatable({}, {__mode = "k"})
+-- 3. Read-only proxies for everything shared between calls. A proxy never hands out the
+-- table behind it (pairs() iterates it through pnext), or a call could change it for the
+-- next one.
+local FROZEN = setmetatable({}, {__mode = "k"})  -- proxy -> the table behind it
 local function readonly(_, k)
   error("cannot modify a read-only table of the sandbox (key " .. tostring(k) .. ")", 2)
 end
+local function pnext(proxy, k) return next(FROZEN[proxy], k) end
+local function ppairs(proxy) return pnext, proxy, nil end
+local function plen(proxy) return #FROZEN[proxy] end
 local function freeze(real)
   local proxy = setmetatable({}, {
-    __index = real, __newindex = readonly,
-    __pairs = function() return next, real, nil end,
-    __len = function() return #real end,
-    __metatable = false,
+    __index = real, __newindex = readonly, __pairs = ppairs, __len = plen, __metatable = false,
   })
-  FROZEN[proxy] = true
+  FROZEN[proxy] = real
   return proxy
 end
 local HOSTREQ = setmetatable({}, {__metatable = false})

@@ -275,7 +275,7 @@ local function namespace(prefix, fns)
     __call = function()
       error(mkerr("not_supported", prefix .. " is not supported by skillyard"), 2)
     end,
-    __pairs = function() return next, fns, nil end,
+    __pairs = function() return function(_, k) return next(fns, k) end, nil, nil end,
     __metatable = false,
   })
   FROZEN[proxy] = true
