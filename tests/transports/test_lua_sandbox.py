@@ -252,7 +252,7 @@ def test_a_walk_of_everything_reachable_finds_no_userdata(tmp_path):
         local seen, bad, count = {}, {}, 0
         local function walk(v, path, depth)
           local t = type(v)
-          if t == "userdata" then bad[#bad + 1] = path end
+          if t == "userdata" or t == "thread" then bad[#bad + 1] = path end
           if t ~= "table" or seen[v] or depth > 6 then return end
           seen[v] = true
           for k, x in pairs(v) do
@@ -311,3 +311,21 @@ def test_an_isolate_that_hit_a_limit_is_discarded(tmp_path):
         assert rt.call("probe-run", {}).output == "ok"
         stats = rt.run(rt.runtime.transport("lua").health())
     assert stats["isolates"] == 2 and stats["discarded"] == 1
+
+
+def test_the_call_context_is_plain_data_in_every_kind_of_isolate(tmp_path):
+    # its nulls are the JSON null marker, fetched before the call, never a value read back
+    # from inside the running call (where the VM's stack belongs to a coroutine)
+    for isolation in ("fresh", "warm"):
+        out = run_lua(
+            tmp_path / isolation,
+            """
+            local c = vulcan.context
+            local kinds = {}
+            for k, v in pairs(c) do kinds[k] = type(v) end
+            return {kinds = kinds, null = c.session_id == vulcan.json.null, tool = c.tool}
+            """,
+            options={"isolation": isolation},
+        )
+        assert out["null"] is True and out["tool"] == "probe-run"
+        assert set(out["kinds"].values()) <= {"string", "number", "table"}

@@ -1,21 +1,27 @@
 """The Lua side of an isolate: the sandbox harness, as Lua source.
 
-:data:`HARNESS` runs once in every new ``lupa.lua54`` runtime with the full
-standard library still present. It keeps the privileged functions it needs
-(``debug.sethook``, ``debug.setupvalue``, binary ``load``) as upvalues, removes
-everything a skill must not reach from the real globals, and returns a small
-table of entry points the Python side drives (``call``, ``bind``, ``resume``,
-``compile``, ``describe``). Skill code only ever runs inside a coroutine that
-carries the instruction/deadline count hook, in a fresh ``_ENV`` per call whose
-fallbacks are read-only proxies.
+:data:`HARNESS` (the core) runs once in every new ``lupa.lua54`` runtime with the
+full standard library still present. It keeps the privileged functions it needs
+(``debug.sethook``, ``debug.setupvalue``, binary ``load``) as locals, removes
+everything a skill must not reach from the real globals, points string methods
+at a table of safe string functions, and returns the entry points Python drives:
+``once`` (a fresh isolate's only call: load the entry and run it in one crossing)
+and ``extra`` (everything else). Skill code only ever runs inside a coroutine
+that carries the instruction/deadline count hook, in a fresh ``_ENV`` per call
+whose fallbacks are read-only proxies.
 
-A fresh isolate pays for what its skill uses: :data:`EXTRA` (the protected
-``pcall``/``xpcall``/``coroutine``/``load``/``require``/``print`` wrappers, the
-cost estimate for pattern calls), the ``vulcan`` table (vulcan.py) and the Lua
-pattern engine (patterns.py) are separate chunks loaded on first use, and the
-Python helpers are fetched by name the first time Lua needs one. What a skill
-can reach before any of them loads is already safe: the real ``string`` table's
-pattern functions and ``string.rep`` are wrapped in the harness itself.
+A fresh isolate pays for what its skill uses, because every function and table
+the core makes costs every new VM (docs/lua.md has the measurements). The rest
+comes in parts loaded on first use, each compiled once per process:
+:data:`LIBS` (the read-only library proxies) when a skill first names a library;
+:data:`EXTRA` (the protected ``pcall``/``xpcall``/``coroutine``/``load``/
+``require``/``print`` wrappers, the guarded pattern functions and ``string.rep``,
+warm runners, host answers, error descriptions, runtime sessions) when a skill or
+the Python side first needs one of those; then the ``vulcan`` table (vulcan.py)
+and the Lua pattern engine (patterns.py). The Python helpers are fetched by name
+the first time Lua needs one. A string method reaches the guarded functions
+whether or not anything else has loaded: the string metatable's ``__index`` is
+the core's safe table, never the real ``string`` table.
 """
 
 from __future__ import annotations
@@ -40,146 +46,94 @@ local huge, mtype = math.huge, math.type
 local os_time, os_clock, os_date = os.time, os.clock, os.date
 local STRING, TABLE, MATH, UTF8, VERSION = string, table, math, utf8, _VERSION
 
--- 1. Take away everything a skill must not reach, from the real globals as well.
-string.dump = nil
-for _, name in ipairs({"io", "os", "debug", "package", "require", "dofile", "loadfile",
-                       "load", "collectgarbage", "python", "warn", "print"}) do
-  G[name] = nil
-end
+-- 1. Take away everything a skill must not reach, from the real globals as well. String
+-- methods reach SAFE (section 4), never the real string table.
+STRING.dump = nil
+G.io, G.os, G.debug, G.package, G.require, G.dofile, G.loadfile, G.load, G.collectgarbage,
+  G.python, G.warn, G.print, G.string, G.table, G.math, G.utf8, G.coroutine = nil
 setmetatable(G, nil)
-getmetatable("").__metatable = false
+local SMT = getmetatable("")
+SMT.__metatable = false
 
--- 2. Limits: a count hook on every coroutine that runs skill code.
+-- 2. Limits: a count hook on every coroutine that runs skill code. The state of the call
+-- in flight is in ST, which the lazily loaded parts share: the limits and what tripped,
+-- the call's _ENV, require cache and context, whether it is a direct run, and the
+-- coroutine serving calls.
 local MEMERR = "not enough memory"
-local QUOTA = setmetatable({}, {__tostring = function() return "stopped by a limit" end,
-                                __metatable = false})
+local QUOTA = {}  -- the error a limit raises; the wrappers never let a skill keep it
+local ST = {used = 0, budget = huge, deadline = huge, step = 10000}
 local now
-local used, budget, deadline, step, tripped = 0, huge, huge, 10000, nil
 local function hook()
-  if tripped then error(QUOTA, 0) end
-  used = used + step
-  if used > budget then tripped = "instructions"; error(QUOTA, 0) end
+  local st = ST
+  if st.tripped then error(QUOTA, 0) end
+  local used = st.used + st.step
+  st.used = used
+  if used > st.budget then st.tripped = "instructions"; error(QUOTA, 0) end
   if now == nil then now = fetch("now") end
-  if now() > deadline then tripped = "timeout"; error(QUOTA, 0) end
-end
-local function defer() tripped = "defer"; error(QUOTA, 0) end
-local function fatal(e)
-  if tripped or rawequal(e, QUOTA) then return true end
-  if rawequal(e, MEMERR) then tripped = "memory"; return true end
-  return false
-end
-local function newco(f)
-  local co = co_create(f)
-  sethook(co, hook, "", step)
-  return co
+  if now() > st.deadline then st.tripped = "timeout"; error(QUOTA, 0) end
 end
 
--- 3. Read-only proxies for everything shared between calls. A proxy never hands out the
--- table behind it (pairs() iterates it through pnext), or a call could change it for the
--- next one.
-local FROZEN = setmetatable({}, {__mode = "k"})  -- proxy -> the table behind it
-local function readonly(_, k)
-  error("cannot modify a read-only table of the sandbox (key " .. tostring(k) .. ")", 2)
+-- 3. The rest comes in parts loaded on first use, so that a new VM pays only for what its
+-- skill touches (each function or table made here costs every fresh isolate; measured in
+-- docs/lua.md): ``libs`` (the read-only library proxies) when a skill first names a
+-- library, ``extra`` (protected pcall and coroutines, load, require, print, the guarded
+-- string functions, vulcan, and the entry points of warm isolates, host answers, error
+-- descriptions and sessions) when it first needs one of those. Each part is handed KIT
+-- (the end of this chunk); ``extra`` also gets what ``libs`` made.
+local PARTS, KIT = {}, nil
+local function part(name)
+  local p = PARTS[name]
+  if p == nil then
+    local with = name == "extra" and part("libs") or nil
+    p = assert(load(fetch(name), "=skillyard." .. name, "b", {}))(with, unpack(KIT, 1, KIT.n))
+    PARTS[name] = p
+  end
+  return p
 end
-local function pnext(proxy, k) return next(FROZEN[proxy], k) end
-local function ppairs(proxy) return pnext, proxy, nil end
-local function plen(proxy) return #FROZEN[proxy] end
-local function freeze(real)
-  local proxy = setmetatable({}, {
-    __index = real, __newindex = readonly, __pairs = ppairs, __len = plen, __metatable = false,
-  })
-  FROZEN[proxy] = real
-  return proxy
-end
-local HOSTREQ = setmetatable({}, {__metatable = false})
-local OURS = setmetatable({}, {__mode = "k"})  -- error objects made by mkerr (extras)
--- what the extras read of the call in flight: its _ENV, its require cache, its context
-local ST = {}
+-- String functions reach skills through SAFE, filled on first use: the pattern functions
+-- and rep come guarded (run in C when cheap, in the hooked Lua engine when not), the rest
+-- as they are. It is what string methods reach too, never the real string table.
+local SAFE = setmetatable({}, {__index = function(safe, k)
+  local v
+  if k == "find" or k == "match" or k == "gmatch" or k == "gsub" or k == "rep" then
+    v = part("extra").guards[k]
+  else
+    v = STRING[k]
+  end
+  if v ~= nil then rawset(safe, k, v) end
+  return v
+end, __metatable = false})
+SMT.__index = SAFE
 
--- 4. The extras chunk, loaded the first time a skill (or a session) needs one of its parts.
--- What it is handed is packed into KIT at the end of this chunk: a closure capturing each
--- of those locals would cost an upvalue apiece in every new VM.
-local ENV_MT, DONE, prepare, begin, finish, setco  -- the driver's, defined below
-local X, KIT
-local function extra()
-  if X == nil then
-    X = assert(load(fetch("extra"), "=skillyard.extra", "b", {}))(unpack(KIT, 1, KIT.n))
-  end
-  return X
-end
-
--- 5. Pattern functions: run in C when cheap, in the hooked Lua engine when not. The real
--- string table is reachable through string methods, so these are installed right away.
-local heavy
-heavy = function(s, p, plain, anchorable)
-  heavy = extra().heavy
-  return heavy(s, p, plain, anchorable)
-end
-string.find = function(s, p, init, plain)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, plain, true) then
-    return X.engine().find(s, p, init, plain, true)
-  end
-  return sfind(s, p, init, plain)
-end
-string.match = function(s, p, init)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
-    return X.engine().find(s, p, init, false, false)
-  end
-  return smatch(s, p, init)
-end
-string.gmatch = function(s, p, init)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, false) then
-    return X.engine().gmatch(s, p, init)
-  end
-  return sgmatch(s, p, init)
-end
-string.gsub = function(s, p, repl, n)
-  if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
-    return X.engine().gsub(s, p, repl, n)
-  end
-  return sgsub(s, p, repl, n)
-end
-string.rep = function(s, n, sep)
-  if type(s) == "string" and mtype(n) == "integer" and n > 0 then
-    local size = (#s + (type(sep) == "string" and #sep or 0)) * n
-    if size > MEMCAP then tripped = "memory"; error(QUOTA, 0) end
-  end
-  return srep(s, n, sep)
-end
-
--- 6. The environment every call starts from; libraries and wrappers are made on first use.
+-- 4. The environment every call starts from; libraries and wrappers are made on first use.
 local BASE = {
   assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
   select = select, tonumber = tonumber, tostring = tostring, type = type,
   rawequal = rawequal, rawget = rawget, rawlen = rawlen, getmetatable = getmetatable,
   _VERSION = VERSION,
 }
-local LIBS = {string = STRING, table = TABLE, math = MATH, utf8 = UTF8}
-local EXTRAS = {pcall = true, xpcall = true, rawset = true, setmetatable = true, load = true,
-                collectgarbage = true, require = true, print = true, coroutine = true,
-                vulcan = true}
-setmetatable(BASE, {__index = function(_, k)
-  local v = LIBS[k]
-  if v ~= nil then
-    v = freeze(v)
-  elseif k == "os" then
-    v = freeze({time = os_time, clock = os_clock, date = os_date})
-  elseif EXTRAS[k] then
-    v = extra()[k]
-    if k == "vulcan" then return v() end
+setmetatable(BASE, {__index = function(base, k)
+  local v
+  if k == "string" or k == "table" or k == "math" or k == "utf8" or k == "os" then
+    v = part("libs").lib(k)
+  elseif k == "vulcan" then
+    return part("extra").vulcan()
+  elseif k == "pcall" or k == "xpcall" or k == "rawset" or k == "setmetatable" or k == "load"
+      or k == "collectgarbage" or k == "require" or k == "print" or k == "coroutine" then
+    v = part("extra")[k]
   else
     return nil
   end
-  rawset(BASE, k, v)
+  rawset(base, k, v)
   return v
 end})
-ENV_MT = {__index = BASE, __metatable = false}
-G.string, G.table, G.math, G.utf8, G.coroutine = nil, nil, nil, nil, nil
+local ENV_MT = {__index = BASE, __metatable = false}
 
--- 7. The driver: one coroutine serves calls until one fails; host calls come back to
--- Python as yields, results as a DONE yield that leaves the coroutine ready for the next call.
-local CO, CO_STEP
-DONE = setmetatable({}, {__metatable = false})
+-- 5. The driver: one coroutine serves calls until one fails; host calls come back to
+-- Python as yields, results as a DONE yield that leaves the coroutine ready for the next
+-- call. A result is read as at most four values (content, overflow_mode, template_hint,
+-- host_result: all a LuaSkills entry returns).
+local DONE, HOSTREQ = {}, {}
 local function server(chunk, key, args)
   while true do
     local r = chunk()
@@ -196,126 +150,110 @@ local function server(chunk, key, args)
     chunk, key, args = co_yield(DONE, r(args))
   end
 end
-finish = function(ok, a, ...)
+local function finish(ok, a, ...)
+  local st = ST
   if not ok then
-    CO = nil
-    if fatal(a) then return "limit", tripped end
+    st.co = nil
+    if st.tripped or rawequal(a, QUOTA) then return "limit", st.tripped end
+    if rawequal(a, MEMERR) then st.tripped = "memory"; return "limit", "memory" end
     return "error", a
   end
   if rawequal(a, DONE) then return "done", select("#", ...), ... end
   if rawequal(a, HOSTREQ) then
-    if ST.direct then CO = nil; return "host", false end  -- a direct run defers: drop it
+    if st.direct then st.co = nil; return "host", false end  -- a direct run defers: drop it
     return "host", ...
   end
-  CO = nil
+  st.co = nil
   return "error", "coroutine.yield was called outside of a coroutine"
 end
-prepare = function(b, d, s, env)
-  used, budget, deadline, step, tripped = 0, b, d, s, nil
-  ST.env, ST.loaded, ST.ctx, ST.direct = env, nil, nil, nil
-end
-begin = function(chunk, b, d, s)
+-- The coroutine for a call of ``chunk`` in a new environment, with these limits.
+local function begin(chunk, b, d, s)
   local env = setmetatable({_G = false}, ENV_MT)
   env._G = env
-  prepare(b, d, s, env)
+  local st = ST
+  st.used, st.budget, st.deadline, st.step, st.tripped = 0, b, d, s, nil
+  st.env, st.loaded, st.ctx, st.direct = env, nil, nil, nil
   setupvalue(chunk, 1, env)
-  if CO == nil or co_status(CO) ~= "suspended" then
-    CO, CO_STEP = newco(server), s
-  elseif CO_STEP ~= s then
-    sethook(CO, hook, "", s)
-    CO_STEP = s
+  local co = st.co
+  if co == nil or co_status(co) ~= "suspended" then
+    co = co_create(server)
+    sethook(co, hook, "", s)
+    st.co, st.costep = co, s
+  elseif st.costep ~= s then
+    sethook(co, hook, "", s)
+    st.costep = s
   end
-  return CO
+  return co
 end
-setco = function(co) CO = co end
--- Entry points for Python; the ones only sessions, options.thread and errors in a
--- skill's first load need (call, eval, newenv, compile) come with the extras.
-local H = setmetatable({}, {__index = function(_, k) return extra().H[k] end})
--- A call that returned one table gives back just that table (H.once).
-local function finish_one(ok, a, ...)
-  if ok and rawequal(a, DONE) and select("#", ...) == 1 and type((...)) == "table" then
-    return (...)
-  end
-  return finish(ok, a, ...)
-end
--- A runner: one entry's bytecode loaded for it alone, with its key and limits, so a call
--- crosses with two values and gives back just the table when it returned one table.
--- The environment is kept while a call leaves it as it was made (holding nothing but its
--- own _G): nothing of a call can reach the next one through it, and the common call
--- saves making one. ``direct`` marks runs with no call context (Transport.direct): the
--- first log line or context lookup stops one (tripped "defer") so the runtime can redo
--- the call in full. A result is read as at most four values (content, overflow_mode,
--- template_hint, host_result: all a LuaSkills entry returns).
-function H.bind(code, chunkname, key, b, s, direct)
-  local chunk, err = load(code, chunkname, "b", {})
-  if not chunk then return nil, err end
-  local env
-  return function(d, args)
-    if env ~= nil then
-      local k, v = next(env)
-      if k ~= "_G" or not rawequal(v, env) or next(env, k) ~= nil then env = nil end
-    end
-    if env == nil then
-      env = setmetatable({_G = false}, ENV_MT)
-      env._G = env
-      setupvalue(chunk, 1, env)
-    end
-    used, budget, deadline, step, tripped = 0, b, d, s, nil
-    ST.env, ST.loaded, ST.ctx, ST.direct = env, nil, nil, direct
-    if CO == nil or co_status(CO) ~= "suspended" then
-      CO, CO_STEP = newco(server), s
-    elseif CO_STEP ~= s then
-      sethook(CO, hook, "", s)
-      CO_STEP = s
-    end
-    local ok, a, r1, r2, r3, r4 = co_resume(CO, chunk, key, args)
-    if ok and r2 == nil and r3 == nil and r4 == nil and rawequal(a, DONE)
-        and type(r1) == "table" then
-      return r1
-    end
-    return finish(ok, a, r1, r2, r3, r4)
-  end
-end
--- A fresh isolate's only call: load the entry's bytecode and run it in one crossing.
+-- Entry points for Python: a fresh isolate's only call loads and runs its entry in one
+-- crossing (once); everything else is in the extra part (``H.extra()``).
+local H = {}
 function H.once(code, chunkname, key, b, d, s, args)
   local chunk, err = load(code, chunkname, "b", {})
   if not chunk then return nil, err end
-  begin(chunk, b, d, s)
-  return finish_one(co_resume(CO, chunk, key, args))
-end
-function H.resume(ok, v, code, message, id)
-  return finish(co_resume(CO, ok, v, code, message, id))
-end
-function H.describe(e)
-  -- never calls a metamethod: this runs outside the hooked coroutine
-  local t = type(e)
-  if t == "string" or t == "number" then return nil, tostring(e) end
-  if t == "table" then
-    if OURS[e] then return rawget(e, "code"), rawget(e, "message"), rawget(e, "id") end
-    local entry = rawget(e, "entry")
-    if type(entry) == "string" then return "entry", entry end
-    local msg = rawget(e, "message")
-    if type(msg) == "string" then return nil, msg end
-    return nil, "an error object (a table)"
+  local ok, a, r1, r2, r3, r4 = co_resume(begin(chunk, b, d, s), chunk, key, args)
+  if ok and r2 == nil and r3 == nil and r4 == nil and rawequal(a, DONE)
+      and type(r1) == "table" then
+    return r1
   end
-  return nil, "an error value of type " .. t
+  return finish(ok, a, r1, r2, r3, r4)
 end
-KIT = {
-  fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
-  setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
-  tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
-  co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
-  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, defer, n = 47}
+function H.extra() return part("extra").H end
+KIT = {@KIT@}
 return H
+"""
+
+# The read-only library proxies, loaded the first time a skill names a library.
+LIBS = r"""
+local _, @HEADER@ = ...
+-- A proxy never hands out the table behind it (pairs() iterates it through pnext), or a
+-- call could change it for the next one.
+local FROZEN = setmetatable({}, {__mode = "k"})  -- proxy -> the table behind it
+local function readonly(_, k)
+  error("cannot modify a read-only table of the sandbox (key " .. tostring(k) .. ")", 2)
+end
+local function pnext(proxy, k) return next(FROZEN[proxy], k) end
+local function ppairs(proxy) return pnext, proxy, nil end
+local function plen(proxy) return #FROZEN[proxy] end
+local function freeze(real, iterate)
+  local proxy = setmetatable({}, {
+    __index = real, __newindex = readonly, __pairs = iterate or ppairs, __len = plen,
+    __metatable = false,
+  })
+  FROZEN[proxy] = real
+  return proxy
+end
+local function spairs(proxy)  -- pairs(string): every function, the guarded ones included
+  for k in next, STRING do local _ = SAFE[k] end
+  return pnext, proxy, nil
+end
+local L = {FROZEN = FROZEN, readonly = readonly, freeze = freeze}
+function L.lib(k)
+  if k == "string" then return freeze(SAFE, spairs) end
+  if k == "table" then return freeze(TABLE) end
+  if k == "math" then return freeze(MATH) end
+  if k == "utf8" then return freeze(UTF8) end
+  return freeze({time = os_time, clock = os_clock, date = os_date})
+end
+return L
 """
 
 # Loaded into an isolate the first time a skill needs one of these (see section 4 above).
 EXTRA = r"""
-local fetch, ST, QUOTA, fatal, newco, FROZEN, readonly, freeze, HOSTREQ, OURS, LIMIT,
-  setupvalue, load, pcall, xpcall, error, type, select, next, pairs, ipairs, tostring,
-  tonumber, assert, rawget, rawset, setmetatable, co_resume, co_yield, co_status,
-  co_running, co_isyieldable, co_close, collectgarbage, concat, unpack, sfind, ssub, sbyte,
-  rawequal, ENV_MT, DONE, prepare, begin, finish, setco, defer = ...
+local L, @HEADER@ = ...
+local FROZEN, readonly, freeze = L.FROZEN, L.readonly, L.freeze
+local function fatal(e)  -- as the core's finish reads an error
+  if ST.tripped or rawequal(e, QUOTA) then return true end
+  if rawequal(e, MEMERR) then ST.tripped = "memory"; return true end
+  return false
+end
+local function newco(f)
+  local co = co_create(f)
+  sethook(co, hook, "", ST.step)
+  return co
+end
+local OURS = setmetatable({}, {__mode = "k"})  -- error objects made by mkerr
+local function defer() ST.tripped = "defer"; error(QUOTA, 0) end
 local X = {}
 -- Python helpers, fetched by name on first use
 local PY = setmetatable({}, {__index = function(t, k)
@@ -329,6 +267,7 @@ local NULL = setmetatable({["\0skillyard.null"] = true}, {
   __tostring = function() return "null" end, __metatable = false,
 })
 FROZEN[NULL] = true
+PY.null_marker(NULL)  -- Python keeps it: nested nulls it sends become this table
 
 -- Protected wrappers: nothing may swallow a limit error.
 local function after_pcall(ok, ...)
@@ -447,6 +386,43 @@ function X.heavy(s, p, plain, anchorable)
   return false
 end
 
+-- The string functions that can run away in C, guarded (the core hands them out through
+-- its SAFE table, which is also what string methods reach).
+local heavy = X.heavy
+X.guards = {
+  find = function(s, p, init, plain)
+    if type(s) == "string" and type(p) == "string" and heavy(s, p, plain, true) then
+      return X.engine().find(s, p, init, plain, true)
+    end
+    return sfind(s, p, init, plain)
+  end,
+  match = function(s, p, init)
+    if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
+      return X.engine().find(s, p, init, false, false)
+    end
+    return smatch(s, p, init)
+  end,
+  gmatch = function(s, p, init)
+    if type(s) == "string" and type(p) == "string" and heavy(s, p, false, false) then
+      return X.engine().gmatch(s, p, init)
+    end
+    return sgmatch(s, p, init)
+  end,
+  gsub = function(s, p, repl, n)
+    if type(s) == "string" and type(p) == "string" and heavy(s, p, false, true) then
+      return X.engine().gsub(s, p, repl, n)
+    end
+    return sgsub(s, p, repl, n)
+  end,
+  rep = function(s, n, sep)
+    if type(s) == "string" and mtype(n) == "integer" and n > 0 then
+      local size = (#s + (type(sep) == "string" and #sep or 0)) * n
+      if size > MEMCAP then ST.tripped = "memory"; error(QUOTA, 0) end
+    end
+    return srep(s, n, sep)
+  end,
+}
+
 -- Errors the Python side recognises, logging, and the vulcan table (loaded on first use).
 local ERRMT = {__tostring = function(e) return rawget(e, "message") end, __metatable = false}
 local function mkerr(code, message, id)
@@ -524,10 +500,70 @@ local function run_chunk(chunk, _, args) return DONE, chunk(args) end
 function H.eval(env, code, args, b, d, s)
   local chunk, err = load(code, "=eval", "t", env)
   if not chunk then return "error", err end
-  prepare(b, d, s, env)
+  local st = ST
+  st.used, st.budget, st.deadline, st.step, st.tripped = 0, b, d, s, nil
+  st.env, st.loaded, st.ctx, st.direct = env, nil, nil, nil
   local co = newco(run_chunk)
-  setco(co)
+  st.co, st.costep = co, s
   return finish(co_resume(co, chunk, nil, args))
+end
+-- Answer a host request and go on with the call.
+function H.resume(ok, v, code, message, id)
+  return finish(co_resume(ST.co, ok, v, code, message, id))
+end
+function H.describe(e)
+  -- never calls a metamethod: this runs outside the hooked coroutine
+  local t = type(e)
+  if t == "string" or t == "number" then return nil, tostring(e) end
+  if t == "table" then
+    if OURS[e] then return rawget(e, "code"), rawget(e, "message"), rawget(e, "id") end
+    local entry = rawget(e, "entry")
+    if type(entry) == "string" then return "entry", entry end
+    local msg = rawget(e, "message")
+    if type(msg) == "string" then return nil, msg end
+    return nil, "an error object (a table)"
+  end
+  return nil, "an error value of type " .. t
+end
+-- A runner (warm isolates): one entry's bytecode loaded for it alone, with its key and
+-- limits, so a call crosses with two values and gives back just the table when it
+-- returned one table. The environment is kept while a call leaves it as it was made
+-- (holding nothing but its own _G): nothing of a call can reach the next one through
+-- it, and the common call saves making one. ``direct`` marks runs with no call context
+-- (Transport.direct): the first log line or context lookup stops one (tripped "defer")
+-- so the runtime can redo the call in full.
+function H.bind(code, chunkname, key, b, s, direct)
+  local chunk, err = load(code, chunkname, "b", {})
+  if not chunk then return nil, err end
+  local env
+  return function(d, args)
+    if env ~= nil then
+      local k, v = next(env)
+      if k ~= "_G" or not rawequal(v, env) or next(env, k) ~= nil then env = nil end
+    end
+    if env == nil then
+      env = setmetatable({_G = false}, ENV_MT)
+      env._G = env
+      setupvalue(chunk, 1, env)
+    end
+    local st = ST
+    st.used, st.budget, st.deadline, st.step, st.tripped = 0, b, d, s, nil
+    st.env, st.loaded, st.ctx, st.direct = env, nil, nil, direct
+    local co = st.co
+    if co == nil or co_status(co) ~= "suspended" then
+      co = newco(server)
+      st.co, st.costep = co, s
+    elseif st.costep ~= s then
+      sethook(co, hook, "", s)
+      st.costep = s
+    end
+    local ok, a, r1, r2, r3, r4 = co_resume(co, chunk, key, args)
+    if ok and r2 == nil and r3 == nil and r4 == nil and rawequal(a, DONE)
+        and type(r1) == "table" then
+      return r1
+    end
+    return finish(ok, a, r1, r2, r3, r4)
+  end
 end
 function H.compile(code, chunkname)
   return load(code, chunkname, "b", {})
@@ -552,7 +588,71 @@ function H.shape(run, n, ...)
   end
   return make(run, ...)
 end
-H.null = NULL
 X.H = H
 return X
 """
+
+# What the core hands each part, by position (a table by name would cost every new VM a
+# string per name).
+KIT_NAMES = (
+    "fetch",
+    "ST",
+    "QUOTA",
+    "MEMERR",
+    "HOSTREQ",
+    "LIMIT",
+    "MEMCAP",
+    "setupvalue",
+    "sethook",
+    "hook",
+    "load",
+    "pcall",
+    "xpcall",
+    "error",
+    "type",
+    "select",
+    "next",
+    "pairs",
+    "ipairs",
+    "tostring",
+    "tonumber",
+    "assert",
+    "rawget",
+    "rawset",
+    "setmetatable",
+    "co_create",
+    "co_resume",
+    "co_yield",
+    "co_status",
+    "co_running",
+    "co_isyieldable",
+    "co_close",
+    "collectgarbage",
+    "concat",
+    "unpack",
+    "sfind",
+    "smatch",
+    "sgmatch",
+    "sgsub",
+    "ssub",
+    "sbyte",
+    "srep",
+    "mtype",
+    "rawequal",
+    "ENV_MT",
+    "DONE",
+    "begin",
+    "finish",
+    "server",
+    "STRING",
+    "SAFE",
+    "TABLE",
+    "MATH",
+    "UTF8",
+    "os_time",
+    "os_clock",
+    "os_date",
+)
+HARNESS = HARNESS.replace("@KIT@", ", ".join(KIT_NAMES) + f", n = {len(KIT_NAMES)}")
+LIBS = LIBS.replace("@HEADER@", ", ".join(KIT_NAMES))
+EXTRA = EXTRA.replace("@HEADER@", ", ".join(KIT_NAMES))

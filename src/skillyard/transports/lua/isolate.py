@@ -28,7 +28,9 @@ MB = 1024 * 1024
 # Above this estimated number of matcher steps a pattern call runs in the hooked Lua engine.
 PATTERN_LIMIT = 20_000_000
 MAX_DEPTH = 100
-API_NAMES = frozenset(("json_encode", "json_decode", "path", "log", "context", "module"))
+API_NAMES = frozenset(
+    ("json_encode", "json_decode", "path", "log", "context", "module", "null_marker")
+)
 _SCALARS = (str, int, bool)
 # Values a dict of arguments may hold and still go to Lua in one ``table_from``.
 _PLAIN = frozenset((str, int, float, bool, bytes))
@@ -61,7 +63,7 @@ def harness_bytecode() -> bytes:
     if not SOURCES:
         import lupa.lua54 as lupa
 
-        from skillyard.transports.lua.harness import EXTRA
+        from skillyard.transports.lua.harness import EXTRA, LIBS
         from skillyard.transports.lua.vulcan import VULCAN
 
         compiler = lupa.LuaRuntime(encoding=None, register_eval=False, register_builtins=False)
@@ -69,6 +71,7 @@ def harness_bytecode() -> bytes:
             "function(src, name) return string.dump(assert(load(src, name)), true) end"
         )
         SOURCES["extra"] = bytes(dump(EXTRA.encode(), b"=extra"))
+        SOURCES["libs"] = bytes(dump(LIBS.encode(), b"=libs"))
         SOURCES["vulcan_code"] = bytes(dump(VULCAN.encode(), b"=vulcan"))
         SOURCES["engine"] = ENGINE.encode()
         SOURCES["now"] = time.monotonic
@@ -90,6 +93,7 @@ class Isolate:
         "_h_eval",
         "_h_resume",
         "_null",
+        "_x",
         "calls",
         "chunks",
         "current",
@@ -122,6 +126,7 @@ class Isolate:
         self.h = harness
         # entry points looked up on first use: each lookup is a crossing into Lua
         self._h_call = self._h_resume = self._h_describe = self._h_eval = self._null = None
+        self._x: Any = None
         self.lua.set_max_memory(memory_limit, total=False)
         self.chunks: dict[Any, Any] = {}
         self.runners: dict[Any, Any] = {}
@@ -129,11 +134,22 @@ class Isolate:
         self.dead = False
         self.calls = 0
 
+    def extras(self) -> Any:
+        """The harness's entry points beyond ``once``, loading its extra part on first use
+        (warm runners, host answers, error descriptions, sessions; see harness.py).
+
+        Never from inside a Python function Lua is calling: lupa reads the results of a
+        call into the VM made from there off the wrong stack (a coroutine is running)."""
+        x = self._x
+        if x is None:
+            x = self._x = self.h.extra()
+        return x
+
     def chunk(self, key: Any, bytecode: bytes, chunkname: str) -> Any:
         """The compiled entry ``key`` in this isolate (loaded from bytecode once)."""
         fn = self.chunks.get(key)
         if fn is None:
-            result = self.h.compile(bytecode, "@" + chunkname)
+            result = self.extras().compile(bytecode, "@" + chunkname)
             fn = result[0] if isinstance(result, tuple) else result
             if fn is None:
                 raise ConversionError(f"cannot load the compiled chunk {chunkname}: {result[1]}")
@@ -159,7 +175,7 @@ class Isolate:
         has no call context (see :mod:`~skillyard.transports.lua.direct`)."""
         shapes = self.runners.get(token)
         if shapes is None:
-            run = self.h.bind(bytecode, "@" + chunkname, key, budget, step, direct)
+            run = self.extras().bind(bytecode, "@" + chunkname, key, budget, step, direct)
             if isinstance(run, tuple):
                 raise ConversionError(f"cannot load the compiled chunk {chunkname}: {run[1]}")
             shapes = self.runners[token] = {None: run}
@@ -180,7 +196,7 @@ class Isolate:
         fn: Any = shapes.get(keys)
         if fn is None:
             if len(keys) <= MAX_SHAPE_KEYS and all(type(k) is str for k in keys):
-                fn = self.h.shape(shapes[None], len(keys), *keys)
+                fn = self.extras().shape(shapes[None], len(keys), *keys)
             else:
                 fn = False
             shapes[keys] = fn
@@ -212,7 +228,7 @@ class Isolate:
         self.calls += 1
         fn = self._h_call
         if fn is None:
-            fn = self._h_call = self.h.call
+            fn = self._h_call = self.extras().call
         result: tuple[Any, ...] = fn(chunk, key, args, budget, deadline, step)
         return result
 
@@ -227,13 +243,13 @@ class Isolate:
         """Answer a host request and continue the call."""
         fn = self._h_resume
         if fn is None:
-            fn = self._h_resume = self.h.resume
+            fn = self._h_resume = self.extras().resume
         result: tuple[Any, ...] = fn(ok, value, code, message, error_id)
         return result
 
     def new_env(self) -> Any:
         """A fresh globals table for a persistent session."""
-        return self.h.newenv()
+        return self.extras().newenv()
 
     def eval(
         self, env: Any, code: str, args: Any, budget: float, deadline: float, step: int
@@ -241,7 +257,7 @@ class Isolate:
         """Run ``code`` in the persistent ``env`` (sessions)."""
         fn = self._h_eval
         if fn is None:
-            fn = self._h_eval = self.h.eval
+            fn = self._h_eval = self.extras().eval
         result: tuple[Any, ...] = fn(env, code, args, budget, deadline, step)
         return result
 
@@ -249,7 +265,7 @@ class Isolate:
         """``(code, message, error_id)`` of a Lua error value, without running skill code."""
         fn = self._h_describe
         if fn is None:
-            fn = self._h_describe = self.h.describe
+            fn = self._h_describe = self.extras().describe
         out = fn(err)
         if not isinstance(out, tuple):
             return None, str(out), None
@@ -285,8 +301,9 @@ class Isolate:
             if top:
                 return None  # a top-level null is nil: host calls that find nothing return nil
             null = self._null
-            if null is None:
-                null = self._null = self.h.null
+            if null is None:  # the extra part hands its marker over as it loads
+                self.extras()
+                null = self._null
             return null
         if isinstance(value, dict):
             out = {}

@@ -93,6 +93,11 @@ class LocalApi:
         if own.errors:
             own.errors = []
 
+    def null_marker(self, marker: Any) -> None:
+        """Keep the harness's JSON null marker (called once, as the extra part loads)."""
+        assert self.iso is not None
+        self.iso._null = marker
+
     def fetch(self, name: Any) -> Any:
         """What the harness asks for by name the first time it needs it: one of the helpers
         below, or a shared chunk or clock from :data:`~skillyard.transports.lua.isolate.SOURCES`."""
