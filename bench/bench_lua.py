@@ -156,17 +156,31 @@ def run(report: Report) -> None:
             )
             return await transport.call(card, ARGS, ctx)
 
+        run = transport.direct(card)
+        assert run is not None
+
+        def warm_direct() -> Any:
+            return run(ARGS)
+
         n = report.scale(20_000) // rounds
-        floor, via_rt, via_tr = _interleave(
+        floor, via_rt, via_tr, via_direct = _interleave(
             rounds,
             lambda: time_sync(raw_call, n=n, batch=100),
             lambda: time_async(loop, warm_runtime, n=n, batch=100),
             lambda: time_async(loop, warm_transport, n=n, batch=100),
+            lambda: time_sync(warm_direct, n=n, batch=100),
         )
         f = "lupa raw call dict->table->dict (floor)"
         report.add("lua", f, floor)
         report.add("lua", "lua warm isolate via Runtime.call", via_rt, floor=f, max_ratio=2.0)
         report.add("lua", "lua warm isolate via LuaTransport.call", via_tr, floor=f)
+        report.add(
+            "lua",
+            "lua warm isolate, the transport's part of Runtime.call",
+            via_direct,
+            floor=f,
+            note="LuaTransport.direct: what Runtime.call runs inside its pipeline",
+        )
 
         # -- fresh ---------------------------------------------------------------------------
         def cold_call() -> Any:
