@@ -532,30 +532,28 @@ class LuaTransport:
         that is not finite) goes through :meth:`Isolate.to_py`. Measured need: checking
         the flat table in Python cost a third of a warm call's conversions (docs/lua.md).
         """
-        limit = card.limits.max_output_bytes
+        data = None
         try:
             if type(value) is lua_isolate._LUA_TABLE:
                 table: Any = value
-                fast = dict(table.items())
+                output = dict(table.items())
                 try:
-                    data = orjson.dumps(fast)
+                    data = orjson.dumps(output)
                 except TypeError:
                     pass
                 else:
-                    if NULL_KEY in fast:
+                    if NULL_KEY in output:
                         return None  # the JSON null marker itself
-                    if data.find(b"null") < 0:
-                        if len(data) > limit:
-                            raise OutputTooLarge(
-                                f"{card.name}: output is {len(data)} bytes; the limit is {limit}"
-                            )
-                        return fast
-            output = iso.to_py(value)
+                    if data.find(b"null") >= 0:
+                        data = None
+            if data is None:
+                output = iso.to_py(value)
+                data = orjson.dumps(output)
         except (ConversionError, UnicodeDecodeError) as exc:
             raise self._translate(iso, card, None, 0, exc) from exc
-        size = len(orjson.dumps(output))
-        if size > limit:
-            raise OutputTooLarge(f"{card.name}: output is {size} bytes; the limit is {limit}")
+        limit = card.limits.max_output_bytes
+        if len(data) > limit:
+            raise OutputTooLarge(f"{card.name}: output is {len(data)} bytes; the limit is {limit}")
         return output
 
     def _result(self, iso: Isolate, card: Card, values: tuple[Any, ...]) -> RawResult:

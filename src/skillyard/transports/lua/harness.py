@@ -47,7 +47,7 @@ local os_time, os_clock, os_date = os.time, os.clock, os.date
 local STRING, TABLE, MATH, UTF8, VERSION = string, table, math, utf8, _VERSION
 
 -- 1. Take away everything a skill must not reach, from the real globals as well. String
--- methods reach SAFE (section 4), never the real string table.
+-- methods reach SAFE (section 3), never the real string table.
 STRING.dump = nil
 G.io, G.os, G.debug, G.package, G.require, G.dofile, G.loadfile, G.load, G.collectgarbage,
   G.python, G.warn, G.print, G.string, G.table, G.math, G.utf8, G.coroutine = nil
