@@ -233,23 +233,25 @@ class LuaTransport:
         api.begin(card, ctx, plan.modules)
         reusable = False
         try:
-            if pool is None and plan.bytecode is not None and not plan.thread:
-                res = self._once(iso, card, ctx, plan, args)
-                if type(res) is not tuple:  # done, with one table
-                    raw = self._table_result(iso, card, res)
-                    reusable = True
-                    return raw
-                if res[0] != "done":
-                    res = await self._settle(iso, card, ctx, res, plan.budget, ctx.deadline)
-                raw = self._result(iso, card, res[2:])
-                reusable = True
-                return raw
             if plan.bytecode is not None and not plan.thread:
                 try:
-                    shapes = iso.runners.get(plan.token) or iso.bound(
-                        plan.token, plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step
-                    )
-                    res = iso.call_bound(shapes, ctx.deadline, args)
+                    if pool is None:  # a fresh isolate loads and runs its entry in one crossing
+                        res = iso.once(
+                            plan.bytecode,
+                            plan.chunkname,
+                            plan.fn_key,
+                            iso.to_lua(args),
+                            plan.budget,
+                            ctx.deadline,
+                            plan.step,
+                        )
+                        if type(res) is tuple and res[0] is None:
+                            raise ConversionError(f"cannot load {plan.rel}: {res[1]}")
+                    else:
+                        shapes = iso.runners.get(plan.token) or iso.bound(
+                            plan.token, plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step
+                        )
+                        res = iso.call_bound(shapes, ctx.deadline, args)
                 except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
                     raise self._translate(iso, card, ctx, plan.budget, exc) from exc
                 if type(res) is not tuple:  # done, with one table
@@ -292,32 +294,22 @@ class LuaTransport:
             raise
         finally:
             api.end()
-            self.stats["calls"] += 1
-            if pool is not None and reusable and not iso.dead and len(pool) < self.pool_size:
-                pool.append(iso)
-            else:
-                self.stats["discarded"] += 1
-                if not plan.thread:  # a worker thread may still be running in the VM
-                    api.iso = None  # no cycle left: the VM is freed now, not by a gc pass
+            # a worker thread may still be running in a VM it gave up on: let the gc free it
+            self.release(iso, pool, reusable, free=not plan.thread)
 
-    def _once(self, iso: Isolate, card: Card, ctx: CallContext, plan: _Plan, args: Any) -> Any:
-        """Load and start the entry in a fresh isolate with one crossing (``H.once``)."""
-        assert plan.bytecode is not None
-        try:
-            res = iso.once(
-                plan.bytecode,
-                plan.chunkname,
-                plan.fn_key,
-                iso.to_lua(args),
-                plan.budget,
-                ctx.deadline,
-                plan.step,
-            )
-        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
-            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
-        if type(res) is tuple and res[0] is None:
-            raise ConversionError(f"cannot load the compiled chunk {plan.rel}: {res[1]}")
-        return res
+    def release(
+        self, iso: Isolate, pool: list[Isolate] | None, reusable: bool, free: bool = True
+    ) -> None:
+        """After a call: back to its warm ``pool`` if it may serve another, else dropped,
+        and with ``free`` its VM freed now rather than by a gc pass (no cycle is left)."""
+        stats = self.stats
+        stats["calls"] += 1
+        if pool is not None and reusable and not iso.dead and len(pool) < self.pool_size:
+            pool.append(iso)
+        else:
+            stats["discarded"] += 1
+            if free:
+                iso.current.iso = None
 
     async def drive(
         self,

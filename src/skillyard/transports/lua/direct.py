@@ -38,8 +38,7 @@ def direct_run(transport: LuaTransport, card: Card) -> Callable[[dict[str, Any]]
     token = ~plan.token  # this entry's direct runner, beside the full path's ``plan.token``
     lua_errors = (transport._lua_error, UnicodeDecodeError, ConversionError)
     monotonic = time.monotonic
-    stats = transport.stats
-    table_output = transport.table_output
+    table_output, release = transport.table_output, transport.release
     deferred = False
 
     def run(args: dict[str, Any]) -> Any:
@@ -76,12 +75,7 @@ def direct_run(transport: LuaTransport, card: Card) -> Callable[[dict[str, Any]]
             reusable = True
             raise
         finally:
-            stats["calls"] += 1
-            if reusable and not iso.dead and len(pool) < transport.pool_size:
-                pool.append(iso)
-            else:
-                stats["discarded"] += 1
-                api.iso = None
+            release(iso, pool, reusable)
 
     return run
 
