@@ -29,22 +29,12 @@ from __future__ import annotations
 HARNESS = r"""
 local fetch, MEMCAP, LIMIT = ...
 local sethook, setupvalue = debug.sethook, debug.setupvalue
-local G = _G
-local type, error, select, next, pairs, ipairs = type, error, select, next, pairs, ipairs
-local tostring, tonumber, assert = tostring, tonumber, assert
-local rawget, rawset, rawequal, rawlen = rawget, rawset, rawequal, rawlen
-local setmetatable, getmetatable = setmetatable, getmetatable
-local pcall, xpcall, load = pcall, xpcall, load
-local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
-local co_status, co_running, co_isyieldable, co_close =
-  coroutine.status, coroutine.running, coroutine.isyieldable, coroutine.close
-local collectgarbage = collectgarbage
-local concat, unpack = table.concat, table.unpack
-local sfind, smatch, sgmatch, sgsub = string.find, string.match, string.gmatch, string.gsub
-local ssub, sbyte, srep = string.sub, string.byte, string.rep
-local huge, mtype = math.huge, math.type
-local os_time, os_clock, os_date = os.time, os.clock, os.date
-local STRING, TABLE, MATH, UTF8, VERSION = string, table, math, utf8, _VERSION
+local G, VERSION = _G, _VERSION
+local type, error, select, rawequal, rawset = type, error, select, rawequal, rawset
+local setmetatable, getmetatable, assert, load = setmetatable, getmetatable, assert, load
+local CO, STRING, TABLE, MATH, UTF8, OS = coroutine, string, table, math, utf8, os
+local co_create, co_resume, co_yield, co_status = CO.create, CO.resume, CO.yield, CO.status
+local collectgarbage, unpack, huge = collectgarbage, TABLE.unpack, MATH.huge
 
 -- 1. Take away everything a skill must not reach, from the real globals as well. String
 -- methods reach SAFE (section 3), never the real string table.
@@ -107,9 +97,9 @@ SMT.__index = SAFE
 
 -- 4. The environment every call starts from; libraries and wrappers are made on first use.
 local BASE = {
-  assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
-  select = select, tonumber = tonumber, tostring = tostring, type = type,
-  rawequal = rawequal, rawget = rawget, rawlen = rawlen, getmetatable = getmetatable,
+  assert = assert, error = error, ipairs = G.ipairs, next = G.next, pairs = G.pairs,
+  select = select, tonumber = G.tonumber, tostring = G.tostring, type = type,
+  rawequal = rawequal, rawget = G.rawget, rawlen = G.rawlen, getmetatable = getmetatable,
   _VERSION = VERSION,
 }
 setmetatable(BASE, {__index = function(base, k)
@@ -210,6 +200,8 @@ return H
 # The read-only library proxies, loaded the first time a skill names a library.
 LIBS = r"""
 local _, @HEADER@ = ...
+local next, error, tostring, setmetatable = G.next, G.error, G.tostring, G.setmetatable
+local os_time, os_clock, os_date = OS.time, OS.clock, OS.date
 -- A proxy never hands out the table behind it (pairs() iterates it through pnext), or a
 -- call could change it for the next one.
 local FROZEN = setmetatable({}, {__mode = "k"})  -- proxy -> the table behind it
@@ -245,6 +237,16 @@ return L
 # Loaded into an isolate the first time a skill needs one of these (see section 4 above).
 EXTRA = r"""
 local L, @HEADER@ = ...
+local pcall, xpcall, error, type, select, next, pairs, ipairs, tostring, tonumber =
+  G.pcall, G.xpcall, G.error, G.type, G.select, G.next, G.pairs, G.ipairs, G.tostring,
+  G.tonumber
+local assert, rawget, rawset, rawequal, setmetatable =
+  G.assert, G.rawget, G.rawset, G.rawequal, G.setmetatable
+local co_create, co_resume, co_yield, co_status, co_running, co_isyieldable, co_close =
+  CO.create, CO.resume, CO.yield, CO.status, CO.running, CO.isyieldable, CO.close
+local concat, unpack, mtype = TABLE.concat, TABLE.unpack, MATH.type
+local sfind, smatch, sgmatch, sgsub, ssub, sbyte, srep =
+  STRING.find, STRING.match, STRING.gmatch, STRING.gsub, STRING.sub, STRING.byte, STRING.rep
 local FROZEN, readonly, freeze = L.FROZEN, L.readonly, L.freeze
 local function fatal(e)  -- as the core's finish reads an error
   if ST.tripped or rawequal(e, QUOTA) then return true end
@@ -595,11 +597,8 @@ return X
 # string per name).
 KIT_NAMES = tuple(
     """
-    fetch ST QUOTA MEMERR HOSTREQ LIMIT MEMCAP setupvalue sethook hook load pcall xpcall error
-    type select next pairs ipairs tostring tonumber assert rawget rawset setmetatable co_create
-    co_resume co_yield co_status co_running co_isyieldable co_close collectgarbage concat unpack
-    sfind smatch sgmatch sgsub ssub sbyte srep mtype rawequal ENV_MT DONE begin finish deliver
-    server STRING SAFE TABLE MATH UTF8 os_time os_clock os_date
+    fetch ST QUOTA MEMERR HOSTREQ LIMIT MEMCAP setupvalue sethook hook load collectgarbage
+    G CO STRING SAFE TABLE MATH UTF8 OS ENV_MT DONE begin finish deliver server
     """.split()  # noqa: SIM905 (a word list, as the Lua side spells them)
 )
 HARNESS = HARNESS.replace("@KIT@", ", ".join(KIT_NAMES) + f", n = {len(KIT_NAMES)}")
