@@ -24,9 +24,11 @@ from tests.transports.luakit import run_lua, write_lua_package
 MODES = {
     "warm": {"isolation": "warm"},  # SyncRuntime.call with no options: the direct run
     "runner": {"isolation": "warm"},  # LuaTransport.call with a call context
-    "fresh": {"isolation": "fresh"},
+    "fresh": {"isolation": "fresh"},  # the direct run of a fresh isolate
+    "fresh-runner": {"isolation": "fresh"},  # ... and through LuaTransport.call
     "general": {"isolation": "warm", "thread": True},
 }
+VIA_TRANSPORT = ("runner", "fresh-runner")
 LIMITS = {"instructions": 200_000, "max_output_bytes": 300}
 ARGS = {"text": "hello", "n": 41, "flag": True, "ratio": 0.5}
 
@@ -66,9 +68,9 @@ CASES = {
 }
 
 
-def _via_transport(tmp_path: Path, body: str, args: dict[str, Any]) -> Any:
+def _via_transport(tmp_path: Path, body: str, args: dict[str, Any], mode: str) -> Any:
     """The call made straight through ``LuaTransport.call``, as the full pipeline does."""
-    write_lua_package(tmp_path, body, limits=LIMITS, options=MODES["runner"])
+    write_lua_package(tmp_path, body, limits=LIMITS, options=MODES[mode])
     with SyncRuntime.memory() as rt:
         rt.runtime.add_package(tmp_path / "probe", root="memory")
         card = rt.runtime.card("probe-run")
@@ -85,8 +87,8 @@ def _via_transport(tmp_path: Path, body: str, args: dict[str, Any]) -> Any:
 
 def _outcome(tmp_path: Path, mode: str, body: str, args: dict[str, Any]) -> Any:
     try:
-        if mode == "runner":
-            return ("ok", _via_transport(tmp_path / mode, body, args))
+        if mode in VIA_TRANSPORT:
+            return ("ok", _via_transport(tmp_path / mode, body, args, mode))
         return ("ok", run_lua(tmp_path / mode, body, args, limits=LIMITS, options=MODES[mode]))
     except SkillyardError as exc:
         return ("error", type(exc).__name__, exc.message, exc.details)
@@ -96,7 +98,7 @@ def _outcome(tmp_path: Path, mode: str, body: str, args: dict[str, Any]) -> Any:
 def test_warm_fresh_and_general_paths_agree(tmp_path, case):
     args = {"nested": {"list": [1, None, {"x": None}]}} if case == "echo-args" else ARGS
     outcomes = {mode: _outcome(tmp_path, mode, CASES[case], args) for mode in MODES}
-    for mode in ("warm", "runner", "fresh"):
+    for mode in MODES:
         assert outcomes[mode] == outcomes["general"], outcomes
 
 
@@ -172,7 +174,9 @@ def test_a_discarded_fresh_isolate_is_freed_without_a_gc_pass(tmp_path, monkeypa
             gc.enable()
 
 
-def _counting_host_runtime(tmp_path: Path, body: str) -> tuple[SyncRuntime, list[str]]:
+def _counting_host_runtime(
+    tmp_path: Path, body: str, isolation: str = "warm"
+) -> tuple[SyncRuntime, list[str]]:
     sent: list[str] = []
 
     class Host:
@@ -180,7 +184,7 @@ def _counting_host_runtime(tmp_path: Path, body: str) -> tuple[SyncRuntime, list
             sent.append(method)
             return "v"
 
-    write_lua_package(tmp_path, body, options={"isolation": "warm"})
+    write_lua_package(tmp_path, body, options={"isolation": isolation})
     rt = SyncRuntime.memory()
     rt.runtime.host_factory = lambda ctx: Host()
     rt.runtime.add_package(tmp_path / "probe", root="memory")
@@ -249,7 +253,7 @@ SHAPE_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("mode", ["warm", "runner"])
+@pytest.mark.parametrize("mode", ["warm", "runner", "fresh", "fresh-runner"])
 def test_arguments_of_any_shape_arrive_as_the_general_path_gives_them(tmp_path, mode):
     body = "return {args = args, keys = #(function() local k = {} for n in pairs(args) do k[#k + 1] = n end return k end)()}"
     for i, args in enumerate(SHAPE_ARGS):
@@ -305,7 +309,7 @@ class _Opaque:
         return "opaque"
 
 
-@pytest.mark.parametrize("mode", ["warm", "runner", "fresh", "general"])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize(
     "args",
     [
@@ -337,3 +341,16 @@ def test_flat_results_with_null_text_or_large_text_are_checked_exactly(tmp_path)
             limits={"max_output_bytes": 1000},
             options={"isolation": "warm"},
         )
+
+
+def test_a_fresh_direct_run_that_reaches_the_host_defers_once_per_card(tmp_path):
+    body = "return {v = vulcan.config.get('k'), n = args.n}"
+    rt, sent = _counting_host_runtime(tmp_path, body, isolation="fresh")
+    with rt:
+        outs = [rt.call("probe-run", {"n": i}).output for i in range(3)]
+        stats = rt.run(rt.runtime.transport("lua").health())
+    assert outs == [{"v": "v", "n": i} for i in range(3)]
+    assert sent == ["config.get"] * 3  # the deferred run sent nothing
+    # the first call built a VM for its deferred direct run and one for the full call;
+    # later calls go the full way at once, a VM each, none kept
+    assert stats["isolates"] == 4 and stats["pooled"] == 0

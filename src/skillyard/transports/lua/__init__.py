@@ -245,8 +245,6 @@ class LuaTransport:
                             ctx.deadline,
                             plan.step,
                         )
-                        if type(res) is tuple and res[0] is None:
-                            raise ConversionError(f"cannot load {plan.rel}: {res[1]}")
                     else:
                         shapes = iso.runners.get(plan.token) or iso.bound(
                             plan.token, plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step

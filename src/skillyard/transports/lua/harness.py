@@ -187,10 +187,12 @@ local function deliver(ok, a, r1, r2, r3, r4)
   return finish(ok, a, r1, r2, r3, r4)
 end
 local H = {}
-function H.once(code, chunkname, key, b, d, s, args)
+function H.once(code, chunkname, key, b, d, s, args, direct)
   local chunk, err = load(code, chunkname, "b", {})
   if not chunk then return nil, err end
-  return deliver(co_resume(begin(chunk, b, d, s), chunk, key, args))
+  local co = begin(chunk, b, d, s)
+  ST.direct = direct
+  return deliver(co_resume(co, chunk, key, args))
 end
 function H.extra() return part("extra").H end
 KIT = {@KIT@}

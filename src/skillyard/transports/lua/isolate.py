@@ -213,13 +213,16 @@ class Isolate:
         budget: float,
         deadline: float,
         step: int,
+        direct: bool = False,
     ) -> Any:
         """Load an entry and run it in one crossing (a fresh isolate's only call).
 
-        Returns what a :meth:`runner` returns, or ``(None, message)`` if the bytecode does
-        not load."""
+        Returns what a runner of :meth:`bound` returns; ``direct`` as there."""
         self.calls += 1
-        return self.h.once(bytecode, chunkname, key, budget, deadline, step, args)
+        res = self.h.once(bytecode, chunkname, key, budget, deadline, step, args, direct)
+        if type(res) is tuple and res[0] is None:
+            raise ConversionError(f"cannot load {chunkname}: {res[1]}")
+        return res
 
     def start(
         self, chunk: Any, key: str | None, args: Any, budget: float, deadline: float, step: int
