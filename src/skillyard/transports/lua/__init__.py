@@ -234,24 +234,7 @@ class LuaTransport:
         reusable = False
         try:
             if plan.bytecode is not None and not plan.thread:
-                try:
-                    if pool is None:  # a fresh isolate loads and runs its entry in one crossing
-                        res = iso.once(
-                            plan.bytecode,
-                            plan.chunkname,
-                            plan.fn_key,
-                            iso.to_lua(args),
-                            plan.budget,
-                            ctx.deadline,
-                            plan.step,
-                        )
-                    else:
-                        shapes = iso.runners.get(plan.token) or iso.bound(
-                            plan.token, plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step
-                        )
-                        res = iso.call_bound(shapes, ctx.deadline, args)
-                except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
-                    raise self._translate(iso, card, ctx, plan.budget, exc) from exc
+                res = self._enter(iso, card, ctx, plan, args, ctx.deadline)
                 if type(res) is not tuple:  # done, with one table
                     raw = self._table_result(iso, card, res)
                     reusable = True
@@ -294,6 +277,41 @@ class LuaTransport:
             api.end()
             # a worker thread may still be running in a VM it gave up on: let the gc free it
             self.release(iso, pool, reusable, free=not plan.thread)
+
+    def _enter(
+        self,
+        iso: Isolate,
+        card: Card,
+        ctx: CallContext | None,
+        plan: _Plan,
+        args: dict[str, Any],
+        deadline: float,
+        direct: bool = False,
+    ) -> Any:
+        """Run the entry with ``args`` in one crossing: a fresh isolate loads and runs it
+        (``H.once``), a warm one calls its bound runner, by shape when it can. Returns the
+        runner's answer: the result table itself, or the ``(status, ...)`` tuple. A
+        ``direct`` run has no call context (see :mod:`~skillyard.transports.lua.direct`)."""
+        assert plan.bytecode is not None
+        try:
+            if plan.pool is None:
+                return iso.once(
+                    plan.bytecode,
+                    plan.chunkname,
+                    plan.fn_key,
+                    iso.to_lua(args),
+                    plan.budget,
+                    deadline,
+                    plan.step,
+                    direct,
+                )
+            token = ~plan.token if direct else plan.token  # each has its own runner
+            shapes = iso.runners.get(token) or iso.bound(
+                token, plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step, direct
+            )
+            return iso.call_bound(shapes, deadline, args)
+        except (self._lua_error, UnicodeDecodeError, ConversionError) as exc:
+            raise self._translate(iso, card, ctx, plan.budget, exc) from exc
 
     def release(
         self, iso: Isolate, pool: list[Isolate] | None, reusable: bool, free: bool = True

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from skillyard.errors import SkillError
 from skillyard.transports.base import DEFER
-from skillyard.transports.lua.isolate import ConversionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,13 +36,15 @@ def direct_run(transport: LuaTransport, card: Card) -> Callable[[dict[str, Any]]
     pool = plan.pool
     if plan.bytecode is None or plan.thread:
         return None
-    bytecode, rel, key, budget, step = plan.bytecode, plan.rel, plan.fn_key, plan.budget, plan.step
-    chunkname = plan.chunkname
-    memory, modules, timeout = plan.memory, plan.modules, card.limits.timeout_sec
+    budget, memory, modules, timeout = (
+        plan.budget,
+        plan.memory,
+        plan.modules,
+        card.limits.timeout_sec,
+    )
     token = ~plan.token  # this entry's direct runner, beside the full path's ``plan.token``
-    lua_errors = (transport._lua_error, UnicodeDecodeError, ConversionError)
     monotonic = time.monotonic
-    table_output, release = transport.table_output, transport.release
+    enter, table_output, release = transport._enter, transport.table_output, transport.release
     deferred = False
 
     def run(args: dict[str, Any]) -> Any:
@@ -55,27 +56,9 @@ def direct_run(transport: LuaTransport, card: Card) -> Callable[[dict[str, Any]]
         api.state = api.own  # what require() needs: the card's modules (set by ``begin``)
         reusable = False
         try:
-            try:
-                if pool is None:
-                    api.begin(card, None, modules)
-                    res = iso.once(
-                        bytecode,
-                        chunkname,
-                        key,
-                        iso.to_lua(args),
-                        budget,
-                        monotonic() + timeout,
-                        step,
-                        True,
-                    )
-                else:
-                    shapes = iso.runners.get(token)
-                    if shapes is None:
-                        api.begin(card, None, modules)
-                        shapes = iso.bound(token, bytecode, rel, key, budget, step, True)
-                    res = iso.call_bound(shapes, monotonic() + timeout, args)
-            except lua_errors as exc:
-                raise transport._translate(iso, card, None, budget, exc) from exc
+            if pool is None or token not in iso.runners:  # a new VM, or a first direct run
+                api.begin(card, None, modules)
+            res = enter(iso, card, None, plan, args, monotonic() + timeout, True)
             if type(res) is not tuple:  # done, with one table
                 output = table_output(iso, card, res)
                 reusable = True
